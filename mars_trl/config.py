@@ -1,0 +1,182 @@
+"""Configuration: `MarsConfig` is TRL's `RewardConfig` plus the MARS settings in `MarsArguments`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from trl import RewardConfig
+
+_MARGIN_MODES = ("signed", "absolute")
+_MARGIN_SOURCES = ("full", "online")
+
+
+@dataclass
+class MarsArguments:
+    r"""
+    The MARS settings alone. [`MarsConfig`] inherits them; [`MarsRewardTrainer`] falls back to these defaults when it
+    is given a plain `trl.RewardConfig`, so existing code that only swaps the trainer class trains with MARS.
+
+    Sampling weights over the labelled pairs are
+
+    $$ w_i = (1 - \text{floor}) \cdot \mathrm{softmax}(-\tau\, m_i) + \text{floor} / N $$
+
+    where $m_i$ is the margin $D_i = r(x_i, y_i^+) - r(x_i, y_i^-)$ (signed), or $|D_i|$ (absolute), optionally
+    standardised first.
+
+    Example:
+
+    ```python
+    >>> from mars_trl import MarsArguments
+    >>> MarsArguments(margin_tau=1.0).margin_tau
+    1.0
+    >>> MarsArguments(margin_tau=0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `margin_tau` must be a finite number > 0, got 0.0. ...
+    ```
+    """
+
+    use_mars: bool = field(
+        default=True,
+        metadata={
+            "help": "Master switch. With `False` the trainer is exactly TRL's `RewardTrainer`: same data, sampler, "
+            "losses and steps."
+        },
+    )
+    margin_sampling: bool = field(
+        default=True,
+        metadata={"help": "Sample training pairs by their current margin (hard and mis-ranked pairs more often)."},
+    )
+    margin_tau: float = field(
+        default=0.5,
+        metadata={
+            "help": "Temperature of softmax(-tau * margin). 0.5 is the MARS authors' value: a pair one reward unit "
+            "harder is sampled exp(0.5) ~ 1.65x as often."
+        },
+    )
+    margin_mode: str = field(
+        default="signed",
+        metadata={
+            "help": "'signed' (MARS v2): mis-ranked pairs (D < 0) get the most weight. 'absolute' (MARS v1): the "
+            "pairs nearest the decision boundary (|D| ~ 0) get the most weight.",
+            "choices": list(_MARGIN_MODES),
+        },
+    )
+    margin_uniform_floor: float = field(
+        default=0.1,
+        metadata={
+            "help": "Share of the sampling mass spread uniformly, in [0, 1]. Every pair keeps at least floor/N "
+            "probability, so no labelled pair is ever dropped from training and a few confidently wrong margins "
+            "cannot take over the epoch. 0 is pure softmax, 1 is uniform sampling."
+        },
+    )
+    margin_standardize: bool = field(
+        default=False,
+        metadata={
+            "help": "Standardise margins (zero mean, unit std) before the softmax, so `margin_tau` does not depend "
+            "on the reward scale of the model."
+        },
+    )
+    margin_source: str = field(
+        default="full",
+        metadata={
+            "help": "'full': re-score every labelled pair with a forward pass at each refresh. 'online': reuse the "
+            "rewards computed by the training step for the pairs just trained on, and re-score only stale pairs.",
+            "choices": list(_MARGIN_SOURCES),
+        },
+    )
+    margin_warmup_epochs: int = field(
+        default=1,
+        metadata={
+            "help": "Epochs of plain uniform sampling before the first refresh. The reward head starts random, so "
+            "margins measured before any training are noise."
+        },
+    )
+    margin_refresh_epochs: int = field(
+        default=1,
+        metadata={"help": "Refresh margins (and sampling weights) every this many epochs after the warm-up."},
+    )
+    margin_online_max_age_epochs: int = field(
+        default=2,
+        metadata={
+            "help": "With margin_source='online': a pair whose last training-step margin is older than this many "
+            "epochs (or that was never trained on) is re-scored with a forward pass at the refresh."
+        },
+    )
+    margin_num_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Samples drawn per epoch. Default: the size of the training set, so the number of optimizer "
+            "steps and the LR schedule are exactly RewardTrainer's."
+        },
+    )
+    margin_scoring_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Batch size of the margin-scoring pass. Default: `per_device_eval_batch_size`."},
+    )
+
+    def __post_init__(self):
+        self.validate_mars()
+
+    def validate_mars(self) -> None:
+        """Raise a `ValueError` naming the offending field and the fix."""
+        if not (isinstance(self.margin_tau, (int, float)) and math.isfinite(self.margin_tau) and self.margin_tau > 0):
+            raise ValueError(
+                f"`margin_tau` must be a finite number > 0, got {self.margin_tau!r}. Use e.g. 0.5 (the MARS default); "
+                "to turn margin-aware sampling off, set `margin_sampling=False` instead."
+            )
+        floor = self.margin_uniform_floor
+        if not (isinstance(floor, (int, float)) and 0.0 <= floor <= 1.0):
+            raise ValueError(
+                f"`margin_uniform_floor` must lie in [0, 1], got {floor!r}. 0 is pure softmax(-tau * margin), "
+                "1 is uniform sampling; the default is 0.1."
+            )
+        if self.margin_mode not in _MARGIN_MODES:
+            raise ValueError(f"`margin_mode` must be one of {_MARGIN_MODES}, got {self.margin_mode!r}.")
+        if self.margin_source not in _MARGIN_SOURCES:
+            raise ValueError(f"`margin_source` must be one of {_MARGIN_SOURCES}, got {self.margin_source!r}.")
+        for name, minimum in (
+            ("margin_warmup_epochs", 0),
+            ("margin_refresh_epochs", 1),
+            ("margin_online_max_age_epochs", 0),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+        for name in ("margin_num_samples", "margin_scoring_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+
+    @classmethod
+    def mars_field_names(cls) -> list[str]:
+        return [f.name for f in fields(MarsArguments)]
+
+
+@dataclass
+class MarsConfig(RewardConfig, MarsArguments):
+    r"""
+    Configuration for [`MarsRewardTrainer`]: every field of `trl.RewardConfig` (and so of
+    `transformers.TrainingArguments`), plus the MARS fields documented in [`MarsArguments`].
+
+    Example:
+
+    ```python
+    >>> from mars_trl import MarsConfig
+    >>> args = MarsConfig(output_dir="rm", margin_tau=0.5, margin_warmup_epochs=1, bf16=False)
+    >>> args.margin_mode
+    'signed'
+    ```
+    """
+
+    def __post_init__(self):
+        RewardConfig.__post_init__(self)
+        self.validate_mars()
+
+
+def mars_arguments_from(args) -> MarsArguments:
+    """The MARS settings carried by `args`: itself for a `MarsConfig`, the defaults for a plain `RewardConfig`."""
+    if isinstance(args, MarsArguments):
+        return args
+    return MarsArguments()

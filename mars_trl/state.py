@@ -1,0 +1,96 @@
+"""MARS state on disk: JSON for scalars, `.npz` for arrays (never pickle), each written atomically with a checksum.
+
+A checkpoint folder holds `mars_state.json` (scalars, plus the SHA-256 of the arrays file) and `mars_arrays.npz`.
+Both are written to a temporary file, fsync'ed and renamed, so a crash leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+
+import numpy as np
+
+STATE_FILE = "mars_state.json"
+ARRAYS_FILE = "mars_arrays.npz"
+FORMAT_VERSION = 1
+
+
+class MarsStateError(RuntimeError):
+    """A MARS state file is missing, truncated, or does not match its checksum."""
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    # Make the rename itself durable.
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_state(directory: str, scalars: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write `scalars` (JSON-serialisable) and `arrays` (numeric NumPy arrays) to `directory`."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    blob = buffer.getvalue()
+    atomic_write_bytes(os.path.join(directory, ARRAYS_FILE), blob)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "arrays_sha256": hashlib.sha256(blob).hexdigest(),
+        "scalars": scalars,
+    }
+    text = json.dumps(payload, indent=1, sort_keys=True)
+    atomic_write_bytes(os.path.join(directory, STATE_FILE), text.encode("utf-8"))
+
+
+def has_state(directory: str) -> bool:
+    return os.path.isfile(os.path.join(directory, STATE_FILE))
+
+
+def load_state(directory: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read what `save_state` wrote; raise `MarsStateError` naming the file if anything is wrong with it."""
+    state_path = os.path.join(directory, STATE_FILE)
+    arrays_path = os.path.join(directory, ARRAYS_FILE)
+    try:
+        with open(state_path, encoding="utf-8") as handle:
+            payload = json.load(handle)
+        expected = payload["arrays_sha256"]
+        scalars = payload["scalars"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MarsStateError(
+            f"MARS state file {state_path} is unreadable or truncated ({err}). Resume from an earlier checkpoint, "
+            "or delete this checkpoint folder to start MARS state afresh."
+        ) from err
+    try:
+        with open(arrays_path, "rb") as handle:
+            blob = handle.read()
+    except OSError as err:
+        raise MarsStateError(
+            f"MARS arrays file {arrays_path} is missing ({err}): the checkpoint is incomplete."
+        ) from err
+    actual = hashlib.sha256(blob).hexdigest()
+    if actual != expected:
+        raise MarsStateError(
+            f"MARS arrays file {arrays_path} does not match the checksum in {state_path} (corrupted or truncated). "
+            "Resume from an earlier checkpoint."
+        )
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return scalars, arrays

@@ -1,0 +1,276 @@
+"""`MarsRewardTrainer`: TRL's `RewardTrainer` with margin-aware sampling, as a drop-in replacement."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+
+import numpy as np
+import torch
+from datasets import Dataset, IterableDataset
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from trl import RewardTrainer
+
+from .callback import MarsCallback
+from .config import MarsConfig, mars_arguments_from
+from .sampler import MarginAwareSampler
+from .scoring import _gather
+
+logger = logging.getLogger(__name__)
+
+#: Column that carries each training pair's position through the collator, so a training step knows which pairs
+#: it scored. Deliberately not `margin`: TRL subtracts a `margin` column inside the loss.
+INDEX_COLUMN = "mars_index"
+
+
+class _IndexCarryingCollator:
+    """Wraps any preference collator: strips the pair index before it, re-attaches it as a tensor after."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, examples):
+        if not examples or INDEX_COLUMN not in examples[0]:
+            return self.base(examples)
+        index = torch.tensor([example[INDEX_COLUMN] for example in examples], dtype=torch.long)
+        batch = self.base([{k: v for k, v in example.items() if k != INDEX_COLUMN} for example in examples])
+        batch[INDEX_COLUMN] = index
+        return batch
+
+
+@contextlib.contextmanager
+def _empty_eos(processing_class):
+    """
+    Encoder tokenizers (BERT-style) have no eos token, and stock TRL appends `eos_token` to every standard-format
+    response, failing on `None`. An encoder needs no eos (it reads [CLS] and adds its own [SEP]), so for the duration
+    of data preparation the eos is the empty string, which `str.endswith` always matches: nothing is appended.
+    """
+    had_none = getattr(processing_class, "eos_token", None) is None
+    if had_none:
+        processing_class.eos_token = ""
+    try:
+        yield
+    finally:
+        if had_none:
+            processing_class.eos_token = None
+
+
+class MarsRewardTrainer(RewardTrainer):
+    """
+    Drop-in replacement for `trl.RewardTrainer` that trains with MARS (arXiv 2602.17658).
+
+    It takes the same arguments as `RewardTrainer` and accepts either a [`MarsConfig`] or a plain `RewardConfig`
+    (then the MARS defaults of [`MarsArguments`] apply). At the start of each epoch after the warm-up it re-scores
+    the margin D_i = r(chosen_i) - r(rejected_i) of the training pairs with the current model and samples the epoch's
+    pairs from softmax(-tau * D) mixed with a uniform floor, so ambiguous and mis-ranked pairs, where the
+    Bradley-Terry loss has most curvature, are trained on more often. The number of optimizer steps, the LR schedule
+    and everything else are `RewardTrainer`'s. With `use_mars=False` it *is* `RewardTrainer`.
+
+    Example:
+
+    ```python
+    from datasets import load_dataset
+    from mars_trl import MarsConfig, MarsRewardTrainer
+
+    dataset = load_dataset("trl-lib/ultrafeedback_binarized", split="train")
+    trainer = MarsRewardTrainer(
+        model="Qwen/Qwen2.5-0.5B-Instruct",
+        args=MarsConfig(output_dir="Qwen2.5-0.5B-Reward-MARS", margin_tau=0.5),
+        train_dataset=dataset,
+    )
+    trainer.train()
+    ```
+
+    A streaming `IterableDataset` cannot be sampled by weight: the trainer then warns and behaves exactly like
+    `RewardTrainer`.
+    """
+
+    _tag_names = ["trl", "reward-trainer", "mars"]
+
+    def __init__(
+        self,
+        model,
+        args=None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        optimizer_cls_and_kwargs=None,
+        preprocess_logits_for_metrics=None,
+        quantization_config=None,
+        peft_config=None,
+    ):
+        if args is None:
+            model_name = model if isinstance(model, str) else model.config._name_or_path
+            args = MarsConfig(f"{model_name.split('/')[-1]}-Reward")
+        self.mars_args = mars_arguments_from(args)
+        self._mars_sampler: MarginAwareSampler | None = None
+        self._mars_callback: MarsCallback | None = None
+        self._mars_resume_dir: str | None = None
+        streaming = isinstance(train_dataset, IterableDataset)
+        self._mars_active = bool(self.mars_args.use_mars) and not streaming
+        if self.mars_args.use_mars and streaming:
+            warnings.warn(
+                "MarsRewardTrainer got an IterableDataset (streaming): pairs cannot be re-weighted without random "
+                "access, so it trains exactly like trl.RewardTrainer. Load the dataset without `streaming=True` "
+                "(or call `.to_list()`/`Dataset.from_generator`) to train with MARS.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if isinstance(train_dataset, Dataset) and INDEX_COLUMN in train_dataset.column_names and self._mars_active:
+            raise ValueError(
+                f"The training dataset has a column named `{INDEX_COLUMN}`, which MarsRewardTrainer reserves for the "
+                f"pair index: rename it (e.g. `dataset.rename_column('{INDEX_COLUMN}', 'orig_index')`)."
+            )
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+        )
+
+        self._match_quantized_trainable_dtype()
+        if isinstance(self.train_dataset, Dataset) and len(self.train_dataset) == 0:
+            raise ValueError(
+                "The training dataset is empty after preprocessing: every pair was dropped, most likely by the "
+                f"`max_length={self.args.max_length}` filter (pairs whose chosen or rejected side is longer are "
+                "removed). Raise `max_length`, set it to None, or shorten the data."
+            )
+        if not self._mars_active:
+            return
+        if self.args.train_sampling_strategy not in (None, "random"):
+            logger.warning(
+                f"`train_sampling_strategy={self.args.train_sampling_strategy!r}` is replaced by MARS's margin-aware "
+                "sampler. Set `use_mars=False` to keep it."
+            )
+        self.train_dataset = self.train_dataset.add_column(INDEX_COLUMN, np.arange(len(self.train_dataset)))
+        self.data_collator = _IndexCarryingCollator(self.data_collator)
+        self._mars_callback = MarsCallback(self)
+        self.add_callback(self._mars_callback)
+        if self.mars_args.margin_sampling and self.args.num_train_epochs <= self.mars_args.margin_warmup_epochs:
+            if self.args.max_steps is None or self.args.max_steps <= 0:
+                logger.warning(
+                    f"num_train_epochs={self.args.num_train_epochs} <= margin_warmup_epochs="
+                    f"{self.mars_args.margin_warmup_epochs}: margin-aware sampling never starts. Train longer or "
+                    "lower `margin_warmup_epochs`."
+                )
+
+    def _match_quantized_trainable_dtype(self) -> None:
+        # TRL casts every trainable parameter of a quantized model to bf16 (the QLoRA recipe). Without bf16 mixed
+        # precision (CPU, or GPUs without bf16) the fp32 hidden states then meet a bf16 head and the first step fails
+        # with a dtype mismatch; bring the trainable parameters back to the 4-bit compute dtype instead.
+        model = self.model
+        if self.args.bf16 or not (
+            getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+        ):
+            return
+        quant = getattr(model.config, "quantization_config", None)
+        compute = getattr(quant, "bnb_4bit_compute_dtype", None) if quant is not None else None
+        if isinstance(quant, dict):
+            compute = quant.get("bnb_4bit_compute_dtype")
+        if isinstance(compute, str):
+            compute = getattr(torch, compute.replace("torch.", ""), None)
+        target = compute if compute in (torch.float16, torch.float32) else torch.float32
+        for param in model.parameters():
+            if param.requires_grad and param.dtype == torch.bfloat16:
+                param.data = param.data.to(target)
+
+    # -- data -----------------------------------------------------------------------------------------------------
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        with _empty_eos(processing_class):
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self._mars_active and INDEX_COLUMN not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, INDEX_COLUMN]
+
+    def _get_train_sampler(self, train_dataset=None):
+        if not self._mars_active:
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self._mars_sampler is None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            self._mars_sampler = MarginAwareSampler(
+                num_pairs=len(dataset), num_samples=self.mars_args.margin_num_samples or len(dataset), seed=seed
+            )
+        return self._mars_sampler
+
+    @property
+    def margin_sampler(self) -> MarginAwareSampler | None:
+        """The sampler in use (None before `train()` or when MARS is off)."""
+        return self._mars_sampler
+
+    @property
+    def margins(self) -> np.ndarray | None:
+        """Current margin estimate of every training pair (None when MARS is off)."""
+        if self._mars_callback is None or self._mars_callback.table is None:
+            return None
+        return self._mars_callback.table.values.copy()
+
+    # -- loss -----------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        pair_index = inputs.pop(INDEX_COLUMN, None)
+        online = (
+            pair_index is not None
+            and self.model.training
+            and self.mars_args.margin_sampling
+            and self.mars_args.margin_source == "online"
+        )
+        if not online:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        with torch.no_grad():
+            chosen, rejected = torch.chunk(outputs.logits.detach().squeeze(-1).double(), chunks=2)
+            indices, margins = _gather(self.accelerator, pair_index.cpu().numpy(), (chosen - rejected).cpu().numpy())
+        self._mars_callback.record_online(indices, margins)
+        return (loss, outputs) if return_outputs else loss
+
+    def scoring_model(self) -> torch.nn.Module:
+        """The module to run the scoring forward passes on: sharded engines need their wrapper, others do not."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return self.model_wrapped
+        return self.model
+
+    def log_mars(self, logs: dict[str, float]) -> None:
+        # `RewardTrainer.log` would fold (and clear) the running training metrics into this entry; MARS figures are
+        # logged on their own through `Trainer.log`, which feeds every reporting integration.
+        Trainer.log(self, dict(logs))
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        path = resume_from_checkpoint
+        if path is True:
+            path = get_last_checkpoint(self.args.output_dir)
+        self._mars_resume_dir = path if isinstance(path, str) else None
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+
+    def _save_checkpoint(self, model, trial):
+        # Written before the weights: a checkpoint folder never has weights without the MARS state that goes with them.
+        if self._mars_callback is not None and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            self._mars_callback.save(folder)
+        super()._save_checkpoint(model, trial)

