@@ -1,4 +1,5 @@
-"""`MarsCallback`: at the start of each refinement epoch, refresh margins and the sampler's weights, and log why."""
+"""`MarsCallback`: at the start of each refinement epoch, refresh margins, run an augmentation round, and re-weight
+the sampler; logs every figure through the trainer's normal logging."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 from transformers import TrainerCallback
 
 from .margins import MarginTable, margin_statistics, sampling_weights
-from .scoring import pair_lengths, score_margins
+from .scoring import score_margins
 from .state import has_state, load_state, save_state
 
 logger = logging.getLogger(__name__)
@@ -21,12 +22,16 @@ def epoch_index(state) -> int:
 
 class MarsCallback(TrainerCallback):
     """
-    Registered by [`MarsRewardTrainer`]; it holds the margin table and drives the sampler.
+    Registered by [`MarsRewardTrainer`]; holds the margin table of the whole pool and drives sampler and refiner.
 
-    At `on_epoch_begin` for epoch `e`: during the warm-up (`e < margin_warmup_epochs`) the sampler shuffles; after it,
-    every `margin_refresh_epochs` epochs the margins are refreshed (a full scoring pass, or only the stale pairs with
-    `margin_source="online"`), turned into sampling weights, handed to the sampler, and logged through the trainer's
-    normal logging (keys prefixed `mars/`, so TensorBoard and W&B receive them).
+    At `on_epoch_begin` for epoch `e`: during the warm-up (`e < margin_warmup_epochs`) the sampler shuffles the
+    labelled pairs; after it, every `margin_refresh_epochs` epochs:
+
+    1. margins are refreshed: a full scoring pass over the pool, or only its stale pairs (`margin_source="online"`);
+    2. if an augmenter is set, a round allocates the budget over the labelled pairs' margins and appends variants
+       to the pool (they start with their source pair's margin until scored themselves);
+    3. the sampler gets weights over the whole pool (or shuffles it, with `margin_sampling=False`);
+    4. the figures are logged with keys prefixed `mars/` (TensorBoard, W&B and the rest receive them).
     """
 
     def __init__(self, trainer):
@@ -35,28 +40,30 @@ class MarsCallback(TrainerCallback):
         self.table: MarginTable | None = None
         self.last_refresh_epoch = -1
         self.current_epoch = 0
-        self._lengths: np.ndarray | None = None
 
-    # -- helpers -------------------------------------------------------------------------------------------------
     @property
     def sampler(self):
         return self.trainer._mars_sampler
 
+    @property
+    def pool(self):
+        return self.trainer._mars_pool
+
+    @property
+    def refiner(self):
+        return self.trainer._mars_refiner
+
     def _ensure_table(self) -> MarginTable:
-        size = len(self.trainer.train_dataset)
+        size = len(self.pool)
         if self.table is None:
             self.table = MarginTable(size)
         elif len(self.table) < size:
             self.table.resize(size)
         return self.table
 
-    def _lengths_for(self, dataset) -> np.ndarray:
-        if self._lengths is None or self._lengths.size != len(dataset):
-            self._lengths = pair_lengths(dataset)
-        return self._lengths
-
     def refresh_due(self, epoch: int) -> bool:
-        if not self.mars.margin_sampling or epoch < self.mars.margin_warmup_epochs:
+        needs_margins = self.mars.margin_sampling or (self.refiner is not None and not self.refiner.exhausted())
+        if not needs_margins or epoch < self.mars.margin_warmup_epochs:
             return False
         if epoch <= self.last_refresh_epoch:  # already refreshed for this epoch (a mid-epoch resume)
             return False
@@ -64,15 +71,13 @@ class MarsCallback(TrainerCallback):
 
     def score(self, indices: np.ndarray, epoch: int):
         trainer = self.trainer
-        dataset = trainer.train_dataset
-        batch_size = self.mars.margin_scoring_batch_size or trainer.args.per_device_eval_batch_size
         result = score_margins(
             trainer.scoring_model(),
-            dataset,
+            self.pool.fetch,
             indices,
-            self._lengths_for(dataset),
+            self.pool.lengths(),
             pad_token_id=trainer.processing_class.pad_token_id,
-            batch_size=batch_size,
+            batch_size=self.mars.margin_scoring_batch_size or trainer.args.per_device_eval_batch_size,
             accelerator=trainer.accelerator,
             show_progress=not trainer.args.disable_tqdm,
             description=f"MARS: scoring {indices.size} pairs (epoch {epoch})",
@@ -87,17 +92,34 @@ class MarsCallback(TrainerCallback):
         else:
             todo = np.arange(len(table))
         seconds = self.score(todo, epoch).seconds if todo.size else 0.0
-        weights = sampling_weights(
-            table.values,
-            tau=self.mars.margin_tau,
-            mode=self.mars.margin_mode,
-            floor=self.mars.margin_uniform_floor,
-            standardize=self.mars.margin_standardize,
-        )
-        self.sampler.set_weights(weights)
-        self.last_refresh_epoch = epoch
-        stats = margin_statistics(table.values, weights)
+        num_labelled = self.pool.num_labelled
+        stats = margin_statistics(table.values[:num_labelled])
         stats.update({"scoring_seconds": seconds, "pairs_scored": float(todo.size), "refresh_epoch": float(epoch)})
+
+        if self.refiner is not None and not self.refiner.exhausted():
+            new, report = self.refiner.run(epoch, table.values[:num_labelled].copy())
+            table.resize(len(self.pool))
+            # Until scored themselves, new pairs carry their source pair's margin (marked never measured).
+            table.values[new.start : new.stop] = table.values[self.pool.sources()[-len(new) :]] if len(new) else 0.0
+            stats.update({f"augment_{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))})
+
+        if self.mars.margin_sampling:
+            weights = sampling_weights(
+                table.values,
+                tau=self.mars.margin_tau,
+                mode=self.mars.margin_mode,
+                floor=self.mars.margin_uniform_floor,
+                standardize=self.mars.margin_standardize,
+            )
+            self.sampler.set_weights(weights)
+            sampled = margin_statistics(table.values, weights)
+            for key in ("ess", "ess_fraction", "curvature_sampled", "curvature_ratio"):
+                stats[key] = sampled[key]
+            stats["curvature_pool_uniform"] = sampled["curvature_uniform"]
+        else:
+            self.sampler.set_pool_size(len(self.pool))
+        stats["pool_size"] = float(len(self.pool))
+        self.last_refresh_epoch = epoch
         return stats
 
     # -- Trainer events ------------------------------------------------------------------------------------------
@@ -139,12 +161,22 @@ class MarsCallback(TrainerCallback):
         arrays = {"margins": table.values, "margin_epoch": table.epoch}
         if weights is not None:
             arrays["weights"] = weights
-        save_state(directory, scalars, arrays)
+        files = {}
+        if self.refiner is not None:
+            scalars["refiner"], files = self.refiner.state()
+        save_state(directory, scalars, arrays, files)
 
     def load(self, directory: str) -> None:
-        scalars, arrays = load_state(directory)
+        scalars, arrays, files = load_state(directory)
+        if self.refiner is not None and "refiner" in scalars:
+            self.refiner.load(scalars["refiner"], files)
         table = self._ensure_table()
         table.load_state_dict({"values": arrays["margins"], "epoch": arrays["margin_epoch"]})
+        if len(table) != len(self.pool):
+            raise ValueError(
+                f"MARS state in {directory} has margins for {len(table)} pairs but the pool holds {len(self.pool)}: "
+                "resume with the same training data and augmenter settings as the run that wrote it."
+            )
         self.last_refresh_epoch = int(scalars["last_refresh_epoch"])
         self.current_epoch = int(scalars["current_epoch"])
         sampler_state = dict(scalars["sampler"])

@@ -9,6 +9,8 @@ from trl import RewardConfig
 
 _MARGIN_MODES = ("signed", "absolute")
 _MARGIN_SOURCES = ("full", "online")
+_STRATEGIES = ("none", "uniform", "west_of_n", "mars")
+_AUGMENTERS = ("perturbation", "paraphrase")
 
 
 @dataclass
@@ -116,8 +118,67 @@ class MarsArguments:
         metadata={"help": "Batch size of the margin-scoring pass. Default: `per_device_eval_batch_size`."},
     )
 
+    augmenter: str | None = field(
+        default=None,
+        metadata={
+            "help": "Augmenter for self-refinement rounds: 'perturbation' (no model, seeded, label-preserving edits) "
+            "or 'paraphrase' (a seq2seq/causal paraphraser, see `augmenter_model`). None: sampling only. Any "
+            "`mars_trl.augment.Augmenter` or callable can also be passed to the trainer as `augmenter=`.",
+        },
+    )
+    augmenter_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model id or path of the paraphraser (default: the MARS authors' "
+            "'humarin/chatgpt_paraphraser_on_T5_base')."
+        },
+    )
+    augment_strategy: str = field(
+        default="mars",
+        metadata={
+            "help": "How a round spends its budget: 'mars' (softmax(-tau * margin) over labelled pairs), "
+            "'uniform' (evenly), 'west_of_n' (evenly, keeping each pair's highest-margin variants: the opposite of "
+            "MARS), 'none' (no augmentation). Same budget, steps and seed for all, so differences are the strategy.",
+            "choices": list(_STRATEGIES),
+        },
+    )
+    augment_budget: int | None = field(
+        default=None,
+        metadata={"help": "Augmented pairs added per round. Default: `augment_budget_ratio` x labelled pairs."},
+    )
+    augment_budget_ratio: float = field(
+        default=1.0,
+        metadata={
+            "help": "Budget per round as a multiple of the number of labelled pairs (when `augment_budget` is None)."
+        },
+    )
+    augment_max_rounds: int | None = field(
+        default=None,
+        metadata={"help": "Stop augmenting after this many rounds (the pool stops growing); None: every refresh."},
+    )
+    augment_variants_per_pair: int | None = field(
+        default=None,
+        metadata={
+            "help": "Variants generated (once, then cached) per labelled pair. Default: the augmenter's own, e.g. "
+            "25 for the paraphraser (5 chosen x 5 rejected paraphrases, as the authors)."
+        },
+    )
+    augment_batch_size: int = field(default=32, metadata={"help": "Labelled pairs per augmenter call."})
+    augment_on_error: str = field(
+        default="skip",
+        metadata={
+            "help": "'skip': an augmenter error or a bad variant is logged and counted, and training goes on. "
+            "'raise': stop with the error (nothing already generated is lost: it is in the last checkpoint).",
+            "choices": ["skip", "raise"],
+        },
+    )
+
     def __post_init__(self):
         self.validate_mars()
+
+    @property
+    def augmentation_enabled(self) -> bool:
+        return self.augment_strategy != "none"
 
     def validate_mars(self) -> None:
         """Raise a `ValueError` naming the offending field and the fix."""
@@ -144,7 +205,27 @@ class MarsArguments:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-        for name in ("margin_num_samples", "margin_scoring_batch_size"):
+        if self.augment_strategy not in _STRATEGIES:
+            raise ValueError(f"`augment_strategy` must be one of {_STRATEGIES}, got {self.augment_strategy!r}.")
+        if self.augmenter is not None and self.augmenter not in _AUGMENTERS:
+            raise ValueError(
+                f"`augmenter` must be one of {_AUGMENTERS} or None, got {self.augmenter!r}; to use your own, pass an "
+                "Augmenter or callable to MarsRewardTrainer(augmenter=...)."
+            )
+        if self.augment_on_error not in ("skip", "raise"):
+            raise ValueError(f"`augment_on_error` must be 'skip' or 'raise', got {self.augment_on_error!r}.")
+        ratio = self.augment_budget_ratio
+        if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio >= 0):
+            raise ValueError(f"`augment_budget_ratio` must be a finite number >= 0, got {ratio!r}.")
+        if self.augment_budget is not None and (not isinstance(self.augment_budget, int) or self.augment_budget < 0):
+            raise ValueError(f"`augment_budget` must be an integer >= 0 or None, got {self.augment_budget!r}.")
+        for name in (
+            "margin_num_samples",
+            "margin_scoring_batch_size",
+            "augment_max_rounds",
+            "augment_variants_per_pair",
+            "augment_batch_size",
+        ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")

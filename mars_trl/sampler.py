@@ -71,6 +71,12 @@ class MarginAwareSampler(Sampler[int]):
         cdf[-1] = 1.0  # guard the last bucket against round-off
         self._cdf = cdf
 
+    def set_pool_size(self, num_pairs: int) -> None:
+        """Shuffle over `num_pairs` indices (the pool grew) while no weights are set."""
+        if num_pairs < 1:
+            raise ValueError(f"`num_pairs` must be >= 1, got {num_pairs}.")
+        self.num_pairs = int(num_pairs)
+
     def _rng(self) -> np.random.Generator:
         # SeedSequence mixes both words, so epochs with nearby seeds do not share streams.
         return np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch]))

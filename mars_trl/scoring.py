@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,13 +22,6 @@ class ScoringResult:
     indices: np.ndarray
     margins: np.ndarray
     seconds: float
-
-
-def pair_lengths(dataset) -> np.ndarray:
-    """Token length of the longer side of each tokenized pair (the padded width it costs in a batch)."""
-    chosen = dataset.with_format(None)["chosen_ids"]
-    rejected = dataset.with_format(None)["rejected_ids"]
-    return np.fromiter((max(len(c), len(r)) for c, r in zip(chosen, rejected)), dtype=np.int64, count=len(chosen))
 
 
 def _batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -53,7 +47,7 @@ def _gather(accelerator, local_idx: np.ndarray, local_val: np.ndarray) -> tuple[
 @torch.no_grad()
 def score_margins(
     model: torch.nn.Module,
-    dataset,
+    fetch: Callable[[list[int]], tuple[list, list]],
     indices: np.ndarray,
     lengths: np.ndarray,
     pad_token_id: int,
@@ -63,8 +57,8 @@ def score_margins(
     description: str = "Scoring margins",
 ) -> ScoringResult:
     """
-    Margins of the pairs `indices` of a tokenized `dataset` (`chosen_ids`/`rejected_ids`), returned in the order of
-    `indices`, identical on every process.
+    Margins of the pairs `indices`, returned in their order and identical on every process. `fetch(indices)` returns
+    their `(chosen_ids, rejected_ids)` token lists and `lengths[i]` is pair i's longer side.
 
     Example:
 
@@ -72,11 +66,12 @@ def score_margins(
     >>> import numpy as np, torch
     >>> from datasets import Dataset
     >>> from transformers import BertConfig, BertForSequenceClassification
-    >>> from mars_trl.scoring import pair_lengths, score_margins
+    >>> from mars_trl.pool import dataset_fetch, pair_lengths
+    >>> from mars_trl.scoring import score_margins
     >>> model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
     ...     num_attention_heads=1, intermediate_size=8, num_labels=1))
     >>> data = Dataset.from_dict({"chosen_ids": [[1, 2, 3], [4, 5]], "rejected_ids": [[1, 2], [6, 7, 8, 9]]})
-    >>> result = score_margins(model, data, np.arange(2), pair_lengths(data), pad_token_id=0, batch_size=2,
+    >>> result = score_margins(model, dataset_fetch(data), np.arange(2), pair_lengths(data), pad_token_id=0, batch_size=2,
     ...     show_progress=False)
     >>> result.margins.shape
     (2,)
@@ -108,8 +103,8 @@ def score_margins(
         for step in range(per_process):
             real = step < len(mine)
             batch = mine[step] if real else batches[0]
-            rows = dataset.with_format(None).select_columns(["chosen_ids", "rejected_ids"])[batch.tolist()]
-            examples = [{"chosen_ids": c, "rejected_ids": r} for c, r in zip(rows["chosen_ids"], rows["rejected_ids"])]
+            chosen_ids, rejected_ids = fetch(batch.tolist())
+            examples = [{"chosen_ids": c, "rejected_ids": r} for c, r in zip(chosen_ids, rejected_ids)]
             inputs = {k: v.to(device) for k, v in collator(examples).items()}
             ctx = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
             with ctx:

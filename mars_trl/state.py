@@ -1,7 +1,8 @@
-"""MARS state on disk: JSON for scalars, `.npz` for arrays (never pickle), each written atomically with a checksum.
+"""MARS state on disk: JSON for scalars, `.npz` for arrays, JSONL for the pool (never pickle), all atomic and checksummed.
 
-A checkpoint folder holds `mars_state.json` (scalars, plus the SHA-256 of the arrays file) and `mars_arrays.npz`.
-Both are written to a temporary file, fsync'ed and renamed, so a crash leaves either the old file or the new one.
+A checkpoint folder holds `mars_state.json` (scalars, plus the SHA-256 of every other file), `mars_arrays.npz` and any
+named JSONL files (the augmented pool, the variant cache). Each is written to a temporary file, fsync'ed and renamed,
+so a crash leaves either the old file or the new one; `mars_state.json` goes last and names what it vouches for.
 """
 
 from __future__ import annotations
@@ -45,15 +46,22 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def save_state(directory: str, scalars: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write `scalars` (JSON-serialisable) and `arrays` (numeric NumPy arrays) to `directory`."""
+def save_state(
+    directory: str, scalars: dict, arrays: dict[str, np.ndarray], files: dict[str, bytes] | None = None
+) -> None:
+    """Write `scalars` (JSON-serialisable), `arrays` (numeric NumPy arrays) and `files` (name -> bytes)."""
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
     blob = buffer.getvalue()
     atomic_write_bytes(os.path.join(directory, ARRAYS_FILE), blob)
+    checksums = {}
+    for name, data in (files or {}).items():
+        atomic_write_bytes(os.path.join(directory, name), data)
+        checksums[name] = hashlib.sha256(data).hexdigest()
     payload = {
         "format_version": FORMAT_VERSION,
         "arrays_sha256": hashlib.sha256(blob).hexdigest(),
+        "files_sha256": checksums,
         "scalars": scalars,
     }
     text = json.dumps(payload, indent=1, sort_keys=True)
@@ -64,7 +72,7 @@ def has_state(directory: str) -> bool:
     return os.path.isfile(os.path.join(directory, STATE_FILE))
 
 
-def load_state(directory: str) -> tuple[dict, dict[str, np.ndarray]]:
+def load_state(directory: str) -> tuple[dict, dict[str, np.ndarray], dict[str, bytes]]:
     """Read what `save_state` wrote; raise `MarsStateError` naming the file if anything is wrong with it."""
     state_path = os.path.join(directory, STATE_FILE)
     arrays_path = os.path.join(directory, ARRAYS_FILE)
@@ -93,4 +101,18 @@ def load_state(directory: str) -> tuple[dict, dict[str, np.ndarray]]:
         )
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    return scalars, arrays
+    files = {}
+    for name, digest in payload.get("files_sha256", {}).items():
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as err:
+            raise MarsStateError(f"MARS state file {path} is missing ({err}): the checkpoint is incomplete.") from err
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise MarsStateError(
+                f"MARS state file {path} does not match the checksum in {state_path} (corrupted or truncated). "
+                "Resume from an earlier checkpoint."
+            )
+        files[name] = data
+    return scalars, arrays, files

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import warnings
@@ -16,6 +15,9 @@ from trl import RewardTrainer
 
 from .callback import MarsCallback
 from .config import MarsConfig, mars_arguments_from
+from .pool import PairPool
+from .preparation import empty_eos, ensure_chat_template
+from .refinement import Refiner
 from .sampler import MarginAwareSampler
 from .scoring import _gather
 
@@ -24,6 +26,8 @@ logger = logging.getLogger(__name__)
 #: Column that carries each training pair's position through the collator, so a training step knows which pairs
 #: it scored. Deliberately not `margin`: TRL subtracts a `margin` column inside the loss.
 INDEX_COLUMN = "mars_index"
+#: Column that remembers each labelled pair's row in the dataset as given, whose text the augmenter rewrites.
+RAW_ROW_COLUMN = "mars_row"
 
 
 class _IndexCarryingCollator:
@@ -39,23 +43,6 @@ class _IndexCarryingCollator:
         batch = self.base([{k: v for k, v in example.items() if k != INDEX_COLUMN} for example in examples])
         batch[INDEX_COLUMN] = index
         return batch
-
-
-@contextlib.contextmanager
-def _empty_eos(processing_class):
-    """
-    Encoder tokenizers (BERT-style) have no eos token, and stock TRL appends `eos_token` to every standard-format
-    response, failing on `None`. An encoder needs no eos (it reads [CLS] and adds its own [SEP]), so for the duration
-    of data preparation the eos is the empty string, which `str.endswith` always matches: nothing is appended.
-    """
-    had_none = getattr(processing_class, "eos_token", None) is None
-    if had_none:
-        processing_class.eos_token = ""
-    try:
-        yield
-    finally:
-        if had_none:
-            processing_class.eos_token = None
 
 
 class MarsRewardTrainer(RewardTrainer):
@@ -105,6 +92,7 @@ class MarsRewardTrainer(RewardTrainer):
         preprocess_logits_for_metrics=None,
         quantization_config=None,
         peft_config=None,
+        augmenter=None,
     ):
         if args is None:
             model_name = model if isinstance(model, str) else model.config._name_or_path
@@ -113,6 +101,8 @@ class MarsRewardTrainer(RewardTrainer):
         self._mars_sampler: MarginAwareSampler | None = None
         self._mars_callback: MarsCallback | None = None
         self._mars_resume_dir: str | None = None
+        self._mars_pool: PairPool | None = None
+        self._mars_refiner: Refiner | None = None
         streaming = isinstance(train_dataset, IterableDataset)
         self._mars_active = bool(self.mars_args.use_mars) and not streaming
         if self.mars_args.use_mars and streaming:
@@ -123,11 +113,25 @@ class MarsRewardTrainer(RewardTrainer):
                 UserWarning,
                 stacklevel=2,
             )
-        if isinstance(train_dataset, Dataset) and INDEX_COLUMN in train_dataset.column_names and self._mars_active:
-            raise ValueError(
-                f"The training dataset has a column named `{INDEX_COLUMN}`, which MarsRewardTrainer reserves for the "
-                f"pair index: rename it (e.g. `dataset.rename_column('{INDEX_COLUMN}', 'orig_index')`)."
-            )
+        if isinstance(train_dataset, Dataset) and self._mars_active:
+            for reserved in (INDEX_COLUMN, RAW_ROW_COLUMN):
+                if reserved in train_dataset.column_names:
+                    raise ValueError(
+                        f"The training dataset has a column named `{reserved}`, which MarsRewardTrainer reserves: "
+                        f"rename it (e.g. `dataset.rename_column('{reserved}', 'orig_{reserved}')`)."
+                    )
+        augmenter = self._resolve_augmenter(augmenter, args)
+        self._mars_raw: Dataset | None = None
+        if augmenter is not None:
+            names = train_dataset.column_names
+            if "chosen" not in names or "rejected" not in names:
+                raise ValueError(
+                    f"Augmentation rewrites the text of each pair, but the training dataset has columns {names} "
+                    "(pre-tokenized?). Pass the text columns `chosen`/`rejected` (and `prompt`), or turn augmentation "
+                    "off (`augmenter=None` or `augment_strategy='none'`)."
+                )
+            train_dataset = train_dataset.add_column(RAW_ROW_COLUMN, np.arange(len(train_dataset)))
+            self._mars_raw = train_dataset
 
         super().__init__(
             model=model,
@@ -161,6 +165,16 @@ class MarsRewardTrainer(RewardTrainer):
             )
         self.train_dataset = self.train_dataset.add_column(INDEX_COLUMN, np.arange(len(self.train_dataset)))
         self.data_collator = _IndexCarryingCollator(self.data_collator)
+        self._mars_pool = PairPool(self.train_dataset, INDEX_COLUMN, extra_columns=("margin",))
+        self._mars_refiner = None
+        if augmenter is not None:
+            if self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0:
+                raise ValueError(
+                    "Augmentation grows the training pool between epochs, which persistent dataloader workers would "
+                    "never see: set `dataloader_persistent_workers=False`."
+                )
+            raw_rows = np.asarray(self.train_dataset.with_format(None)[RAW_ROW_COLUMN], dtype=np.int64)
+            self._mars_refiner = Refiner(self, augmenter, self._mars_pool, self._mars_raw, raw_rows)
         self._mars_callback = MarsCallback(self)
         self.add_callback(self._mars_callback)
         if self.mars_args.margin_sampling and self.args.num_train_epochs <= self.mars_args.margin_warmup_epochs:
@@ -191,9 +205,45 @@ class MarsRewardTrainer(RewardTrainer):
             if param.requires_grad and param.dtype == torch.bfloat16:
                 param.data = param.data.to(target)
 
+    def _resolve_augmenter(self, augmenter, args):
+        """The augmenter object for this run: the `augmenter=` argument, else the one named in the config."""
+        mars = self.mars_args
+        if not self._mars_active or not mars.augmentation_enabled:
+            return None
+        if augmenter is not None:
+            return augmenter
+        if mars.augmenter == "perturbation":
+            from .augment import PerturbationAugmenter
+
+            return PerturbationAugmenter(seed=args.seed)
+        if mars.augmenter == "paraphrase":
+            from .augment import ParaphraseAugmenter
+
+            kwargs = {"model": mars.augmenter_model} if mars.augmenter_model else {}
+            return ParaphraseAugmenter(**kwargs)
+        return None
+
+    @property
+    def pool(self) -> PairPool | None:
+        """The training pool: labelled pairs, then augmented pairs with provenance (None when MARS is off)."""
+        return self._mars_pool
+
+    def get_train_dataloader(self):
+        if not self._mars_active:
+            return super().get_train_dataloader()
+        # The pool, not `train_dataset`: it grows between epochs while the dataloader and its sampler stay.
+        return self._get_dataloader(
+            dataset=self._mars_pool,
+            description="Training",
+            batch_size=self._train_batch_size,
+            sampler_fn=self._get_train_sampler,
+            is_training=True,
+        )
+
     # -- data -----------------------------------------------------------------------------------------------------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        with _empty_eos(processing_class):
+        ensure_chat_template(dataset, processing_class)
+        with empty_eos(processing_class):
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
     def _set_signature_columns_if_needed(self):
@@ -204,11 +254,13 @@ class MarsRewardTrainer(RewardTrainer):
     def _get_train_sampler(self, train_dataset=None):
         if not self._mars_active:
             return super()._get_train_sampler(train_dataset)
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        # Sized by the labelled set, so an epoch has RewardTrainer's number of steps however large the pool grows.
+        dataset = self._mars_pool
         if self._mars_sampler is None:
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            labelled = dataset.num_labelled
             self._mars_sampler = MarginAwareSampler(
-                num_pairs=len(dataset), num_samples=self.mars_args.margin_num_samples or len(dataset), seed=seed
+                num_pairs=len(dataset), num_samples=self.mars_args.margin_num_samples or labelled, seed=seed
             )
         return self._mars_sampler
 

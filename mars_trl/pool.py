@@ -1,0 +1,197 @@
+"""The training pool D_t = D_{t-1} + S: the labelled pairs followed by every augmented pair, with provenance.
+
+The pool is a `torch.utils.data.Dataset` that grows in place between epochs. The dataloader holds the same object
+for the whole run, and the sampler draws indices over its current length, so new pairs are trained on from the epoch
+they join without rebuilding anything Trainer owns.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from datasets import Dataset
+from torch.utils.data import Dataset as TorchDataset
+
+#: Provenance columns of an augmented pair.
+SOURCE, ROUND, VARIANT = "mars_source", "mars_round", "mars_variant"
+TOKEN_COLUMNS = ("chosen_ids", "rejected_ids")
+
+
+class PairPool(TorchDataset):
+    """
+    Labelled pairs (a prepared `datasets.Dataset`) plus appended segments of augmented pairs.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from mars_trl.pool import PairPool
+    >>> pool = PairPool(Dataset.from_dict({"chosen_ids": [[1, 2]], "rejected_ids": [[3]]}), index_column="idx")
+    >>> pool.append([{"chosen_ids": [4], "rejected_ids": [5, 6], "mars_source": 0, "mars_round": 1, "mars_variant": 0}])
+    range(1, 2)
+    >>> len(pool), pool[1]["idx"], pool.sources().tolist()
+    (2, 1, [0])
+    ```
+    """
+
+    def __init__(self, labelled: Dataset, index_column: str, extra_columns: tuple[str, ...] = ()):
+        self.labelled = labelled
+        self.index_column = index_column
+        # Columns every augmented row carries besides the tokens (e.g. TRL's `margin`, copied from its source).
+        self.extra_columns = tuple(c for c in extra_columns if c in labelled.column_names)
+        self.segments: list[Dataset] = []
+        self._offsets = [len(labelled)]
+        self._lengths: list[np.ndarray] = []
+
+    @property
+    def num_labelled(self) -> int:
+        return len(self.labelled)
+
+    def __len__(self) -> int:
+        return self._offsets[-1]
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        if index < 0 or index >= len(self):
+            raise IndexError(f"Pool index {index} out of range for a pool of {len(self)} pairs.")
+        if index < self.num_labelled:
+            return -1, index
+        seg = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return seg, index - self._offsets[seg]
+
+    def __getitem__(self, index: int) -> dict:
+        seg, local = self._locate(int(index))
+        if seg < 0:
+            return self.labelled[local]
+        row = self.segments[seg][local]
+        row[self.index_column] = int(index)
+        return row
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        # One Arrow read per segment rather than one per row.
+        located = [self._locate(int(i)) for i in indices]
+        out: list[dict | None] = [None] * len(indices)
+        for seg in {s for s, _ in located}:
+            positions = [k for k, (s, _) in enumerate(located) if s == seg]
+            source = self.labelled if seg < 0 else self.segments[seg]
+            batch = source[[located[k][1] for k in positions]]
+            for j, k in enumerate(positions):
+                row = {name: values[j] for name, values in batch.items()}
+                if seg >= 0:
+                    row[self.index_column] = int(indices[k])
+                out[k] = row
+        return out
+
+    def fetch(self, indices: list[int]) -> tuple[list[list[int]], list[list[int]]]:
+        """Token ids of the pairs `indices` (for scoring)."""
+        rows = self.__getitems__(list(indices))
+        return [r["chosen_ids"] for r in rows], [r["rejected_ids"] for r in rows]
+
+    def lengths(self) -> np.ndarray:
+        """Longer side's token length of every pair in the pool (computed once per segment)."""
+        if not self._lengths:
+            self._lengths = [pair_lengths(self.labelled)]
+        while len(self._lengths) < 1 + len(self.segments):
+            self._lengths.append(pair_lengths(self.segments[len(self._lengths) - 1]))
+        return np.concatenate(self._lengths)
+
+    def append(self, rows: list[dict]) -> range:
+        """Append augmented pairs (token ids, provenance, extra columns); returns their pool indices."""
+        if not rows:
+            return range(len(self), len(self))
+        columns = [*TOKEN_COLUMNS, *self.extra_columns, SOURCE, ROUND, VARIANT]
+        missing = [c for c in columns if c not in rows[0]]
+        if missing:
+            raise ValueError(f"Augmented rows lack the columns {missing}.")
+        segment = Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+        start = len(self)
+        self.segments.append(segment)
+        self._offsets.append(start + len(segment))
+        return range(start, len(self))
+
+    def _augmented_column(self, name: str) -> np.ndarray:
+        if not self.segments:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.asarray(seg[name], dtype=np.int64) for seg in self.segments])
+
+    def sources(self) -> np.ndarray:
+        """Labelled pair each augmented pair came from, in pool order."""
+        return self._augmented_column(SOURCE)
+
+    def rounds(self) -> np.ndarray:
+        return self._augmented_column(ROUND)
+
+    # -- state: JSONL, one augmented pair per line ----------------------------------------------------------------
+    def to_jsonl(self) -> bytes:
+        lines = []
+        for seg in self.segments:
+            for row in seg:
+                lines.append(json.dumps(row, separators=(",", ":")))
+        return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+
+    def load_jsonl(self, data: bytes, segment_sizes: list[int]) -> None:
+        rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        if sum(segment_sizes) != len(rows):
+            raise ValueError(f"Pool state lists {sum(segment_sizes)} augmented pairs but holds {len(rows)}.")
+        self.segments, self._offsets, self._lengths = [], [self.num_labelled], []
+        start = 0
+        for size in segment_sizes:
+            self.append(rows[start : start + size])
+            start += size
+
+    def segment_sizes(self) -> list[int]:
+        return [len(seg) for seg in self.segments]
+
+
+def pair_lengths(dataset: Dataset) -> np.ndarray:
+    """Token length of the longer side of each tokenized pair (the padded width it costs in a batch)."""
+    plain = dataset.with_format(None)
+    chosen, rejected = plain["chosen_ids"], plain["rejected_ids"]
+    return np.fromiter((max(len(c), len(r)) for c, r in zip(chosen, rejected)), dtype=np.int64, count=len(chosen))
+
+
+def dataset_fetch(dataset: Dataset):
+    """A `fetch(indices) -> (chosen_ids, rejected_ids)` over a tokenized `datasets.Dataset`, for `score_margins`."""
+    plain = dataset.with_format(None).select_columns(list(TOKEN_COLUMNS))
+
+    def fetch(indices):
+        rows = plain[list(indices)]
+        return rows["chosen_ids"], rows["rejected_ids"]
+
+    return fetch
+
+
+class VariantCache:
+    """
+    Generated variants of each labelled pair (raw rows in the dataset's own format), generated once and reused by
+    every later round.
+    """
+
+    def __init__(self):
+        self.variants: dict[int, list[dict]] = {}
+
+    def __contains__(self, source: int) -> bool:
+        return source in self.variants
+
+    def __getitem__(self, source: int) -> list[dict]:
+        return self.variants[source]
+
+    def __len__(self) -> int:
+        return len(self.variants)
+
+    def add(self, source: int, variants: list[dict]) -> None:
+        self.variants[int(source)] = list(variants)
+
+    def to_jsonl(self) -> bytes:
+        lines = [
+            json.dumps({"source": s, "variants": v}, ensure_ascii=False, separators=(",", ":"))
+            for s, v in sorted(self.variants.items())
+        ]
+        return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+
+    def load_jsonl(self, data: bytes) -> None:
+        self.variants = {}
+        for line in data.decode("utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                self.variants[int(record["source"])] = record["variants"]

@@ -1,0 +1,241 @@
+"""One self-refinement round: allocate the budget by margin, generate (once per pair) and draw variants, tokenize them as
+RewardTrainer prepares data, and append them to the pool with their provenance."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import numpy as np
+from accelerate.utils import gather_object
+from datasets import Dataset
+
+from .allocation import allocate, draw_variants
+from .pool import ROUND, SOURCE, VARIANT, PairPool, VariantCache, dataset_fetch, pair_lengths
+from .scoring import score_margins
+
+logger = logging.getLogger(__name__)
+
+TEXT_FIELDS = ("prompt", "chosen", "rejected")
+
+
+class AugmenterFailure(RuntimeError):
+    """Raised with `augment_on_error='raise'` when the augmenter fails or returns unusable variants."""
+
+
+class Refiner:
+    """
+    Runs the augmentation rounds of one training run and owns what they produce (the variant cache; the pool grows).
+
+    `raw` is the training set as the user gave it (text, any format) and `raw_rows[i]` the raw row of labelled pair
+    `i` (preparation may drop rows, so the two differ).
+    """
+
+    def __init__(self, trainer, augmenter, pool: PairPool, raw: Dataset, raw_rows: np.ndarray):
+        from .augment import as_augmenter
+
+        self.trainer = trainer
+        self.mars = trainer.mars_args
+        self.augmenter = as_augmenter(augmenter)
+        self.pool = pool
+        self.raw = raw
+        self.raw_rows = raw_rows
+        self.cache = VariantCache()
+        self.reports: list[dict] = []
+
+    @property
+    def name(self) -> str:
+        return getattr(self.augmenter, "name", type(self.augmenter).__name__)
+
+    @property
+    def variants_per_pair(self) -> int:
+        return int(self.mars.augment_variants_per_pair or getattr(self.augmenter, "variants_per_pair", 25))
+
+    def budget(self) -> int:
+        if self.mars.augment_budget is not None:
+            return int(self.mars.augment_budget)
+        return int(round(self.mars.augment_budget_ratio * self.pool.num_labelled))
+
+    def exhausted(self) -> bool:
+        limit = self.mars.augment_max_rounds
+        return limit is not None and len(self.reports) >= limit
+
+    def raw_pair(self, source: int) -> dict:
+        row = self.raw[int(self.raw_rows[source])]
+        return {k: row[k] for k in TEXT_FIELDS if k in row}
+
+    # -- generation ----------------------------------------------------------------------------------------------
+    def generate(self, sources: list[int]) -> Counter:
+        """Fill the cache for `sources`, sharded across processes; every process ends with the same cache."""
+        from .augment import validate_variants
+
+        accelerator = self.trainer.accelerator
+        mine = sources[accelerator.process_index :: accelerator.num_processes]
+        results: dict[int, list[dict]] = {}
+        counts: Counter = Counter()
+        error = None
+        k = self.variants_per_pair
+        size = self.mars.augment_batch_size
+        for start in range(0, len(mine), size):
+            batch = mine[start : start + size]
+            pairs = [self.raw_pair(s) for s in batch]
+            try:
+                outputs = self.augmenter.augment(pairs, k)
+                if not isinstance(outputs, list) or len(outputs) != len(pairs):
+                    got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+                    raise TypeError(
+                        f"returned {got} results for {len(pairs)} pairs; expected a list with one per pair"
+                    )
+            except Exception as err:  # noqa: BLE001 -- any augmenter failure is counted, or re-raised on request
+                counts["augmenter_failures"] += len(batch)
+                message = f"Augmenter {self.name!r} failed on pairs {batch[0]}..{batch[-1]}: {err}"
+                if self.mars.augment_on_error == "raise":
+                    error = message
+                    break
+                logger.warning(message + " (skipped; set augment_on_error='raise' to stop instead)")
+                continue
+            for source, pair, variants in zip(batch, pairs, outputs):
+                ok, problems = validate_variants(pair, variants, k)
+                counts["variants_generated"] += len(ok)
+                counts["variants_invalid"] += len(problems)
+                if problems and self.mars.augment_on_error == "raise":
+                    error = f"Augmenter {self.name!r} returned unusable variants for pair {source}: {problems[:3]}"
+                results[source] = ok
+            if error:
+                break
+        if accelerator.num_processes > 1:
+            gathered = gather_object([(results, dict(counts), error)])
+        else:
+            gathered = [(results, dict(counts), error)]
+        counts = Counter()
+        errors = []
+        for part_results, part_counts, part_error in gathered:
+            for source, variants in part_results.items():
+                self.cache.add(source, variants)
+            counts.update(part_counts)
+            if part_error:
+                errors.append(part_error)
+        if errors:
+            raise AugmenterFailure(errors[0] + " (augment_on_error='raise')")
+        return counts
+
+    # -- tokenization --------------------------------------------------------------------------------------------
+    def tokenize(self, keys: list[tuple[int, int]], round_id: int) -> dict[tuple[int, int], dict]:
+        """Tokenized rows of cached variants `(source, variant)`, exactly as RewardTrainer prepares data."""
+        if not keys:
+            return {}
+        extra = [c for c in self.raw.column_names if c not in TEXT_FIELDS and c in self.pool.extra_columns]
+        rows = []
+        for source, variant in keys:
+            raw_row = self.raw[int(self.raw_rows[source])]
+            row = {c: raw_row[c] for c in extra}
+            row.update(self.cache[source][variant])
+            row.update({SOURCE: source, VARIANT: variant, ROUND: round_id})
+            rows.append(row)
+        trainer = self.trainer
+        prepared = trainer._prepare_dataset(
+            Dataset.from_list(rows), trainer.processing_class, trainer.args, "augmented"
+        )
+        keep = [*("chosen_ids", "rejected_ids"), *self.pool.extra_columns, SOURCE, VARIANT, ROUND]
+        prepared = prepared.select_columns([c for c in keep if c in prepared.column_names])
+        return {(r[SOURCE], r[VARIANT]): r for r in prepared}
+
+    # -- the round -----------------------------------------------------------------------------------------------
+    def run(self, epoch: int, labelled_margins: np.ndarray) -> tuple[range, dict]:
+        start = time.perf_counter()
+        round_id = len(self.reports) + 1
+        seed = self.trainer.args.seed
+        budget = self.budget()
+        strategy = self.mars.augment_strategy
+        counts = allocate(
+            strategy,
+            labelled_margins,
+            budget,
+            tau=self.mars.margin_tau,
+            mode=self.mars.margin_mode,
+            seed=seed + round_id,
+        )
+        sources = np.flatnonzero(counts > 0).tolist()
+        reused = [s for s in sources if s in self.cache]
+        stats = self.generate([s for s in sources if s not in self.cache])
+        generation_seconds = time.perf_counter() - start
+
+        if strategy == "west_of_n":
+            candidates = [(s, v) for s in sources for v in range(len(self.cache[s]))]
+            tokens = self.tokenize(candidates, round_id)
+            draws = self._west_of_n(counts, sources, tokens)
+        else:
+            draws = []
+            for s in sources:
+                rng = np.random.default_rng(np.random.SeedSequence([seed, round_id, s]))
+                draws += [(s, int(v)) for v in draw_variants(len(self.cache[s]), int(counts[s]), rng)]
+            tokens = self.tokenize(sorted(set(draws)), round_id)
+        rows = [tokens[key] for key in draws if key in tokens]
+        unfilled = int(sum(counts[s] for s in sources if not self.cache[s]))
+        new = self.pool.append(rows)
+
+        hardest = np.argsort(labelled_margins, kind="stable")[:10]
+        report = {
+            "round": round_id,
+            "epoch": epoch,
+            "augmenter": self.name,
+            "strategy": strategy,
+            "budget": budget,
+            "pairs_with_budget": len(sources),
+            "variants_generated": int(stats["variants_generated"]),
+            "variants_reused_pairs": len(reused),
+            "variants_invalid": int(stats["variants_invalid"]),
+            "augmenter_failures": int(stats["augmenter_failures"]),
+            "dropped_max_length": len(set(draws)) - len([k for k in set(draws) if k in tokens]),
+            "budget_unfilled": unfilled,
+            "added": len(new),
+            "pool_size": len(self.pool),
+            "generation_seconds": generation_seconds,
+            "seconds": time.perf_counter() - start,
+            "hardest_pairs": hardest.tolist(),
+            "hardest_margins": labelled_margins[hardest].tolist(),
+        }
+        self.reports.append(report)
+        return new, report
+
+    def _west_of_n(self, counts, sources, tokens) -> list[tuple[int, int]]:
+        """Each pair's highest-margin variants under the current model (the opposite of MARS's choice)."""
+        keys = sorted(tokens)
+        if not keys:
+            return []
+        dataset = Dataset.from_list(
+            [{"chosen_ids": tokens[k]["chosen_ids"], "rejected_ids": tokens[k]["rejected_ids"]} for k in keys]
+        )
+        trainer = self.trainer
+        result = score_margins(
+            trainer.scoring_model(),
+            dataset_fetch(dataset),
+            np.arange(len(keys)),
+            pair_lengths(dataset),
+            pad_token_id=trainer.processing_class.pad_token_id,
+            batch_size=self.mars.margin_scoring_batch_size or trainer.args.per_device_eval_batch_size,
+            accelerator=trainer.accelerator,
+            show_progress=not trainer.args.disable_tqdm,
+            description="MARS: scoring West-of-N candidates",
+        )
+        by_source: dict[int, list[tuple[float, int]]] = {}
+        for (s, v), m in zip(keys, result.margins):
+            by_source.setdefault(s, []).append((-m, v))
+        draws = []
+        for s in sources:
+            ranked = [v for _, v in sorted(by_source.get(s, []))]
+            if ranked:
+                draws += [(s, ranked[i % len(ranked)]) for i in range(int(counts[s]))]
+        return draws
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def state(self) -> tuple[dict, dict[str, bytes]]:
+        scalars = {"reports": self.reports, "segment_sizes": self.pool.segment_sizes()}
+        files = {"mars_pool.jsonl": self.pool.to_jsonl(), "mars_variants.jsonl": self.cache.to_jsonl()}
+        return scalars, files
+
+    def load(self, scalars: dict, files: dict[str, bytes]) -> None:
+        self.reports = list(scalars["reports"])
+        self.cache.load_jsonl(files["mars_variants.jsonl"])
+        self.pool.load_jsonl(files["mars_pool.jsonl"], scalars["segment_sizes"])
