@@ -43,6 +43,10 @@ class Refiner:
         self.raw_rows = raw_rows
         self.cache = VariantCache()
         self.reports: list[dict] = []
+        # Optional semantic layer (MARS v2): rewrites a pair once, before its variants are generated. Any object with
+        # `sharpen(pairs: list[dict]) -> (pairs, counts: dict)`; its results are cached here and saved with the pool.
+        self.sharpener = None
+        self.sharpened: dict[int, dict] = {}
 
     @property
     def name(self) -> str:
@@ -65,6 +69,25 @@ class Refiner:
         row = self.raw[int(self.raw_rows[source])]
         return {k: row[k] for k in TEXT_FIELDS if k in row}
 
+    def source_pair(self, source: int) -> dict:
+        """The pair the augmenter rewrites: the sharpened one when the semantic layer rewrote it, else the original."""
+        return self.sharpened.get(int(source)) or self.raw_pair(source)
+
+    def sharpen(self, sources: list[int], counts: Counter) -> None:
+        """Run the semantic layer once for the `sources` not yet seen, sharded across processes and gathered."""
+        todo = [s for s in sources if s not in self.sharpened]
+        if self.sharpener is None or not todo:
+            return
+        accelerator = self.trainer.accelerator
+        mine = todo[accelerator.process_index :: accelerator.num_processes]
+        pairs, local_counts = self.sharpener.sharpen([self.raw_pair(s) for s in mine]) if mine else ([], {})
+        parts = [(dict(zip(mine, pairs)), dict(local_counts))]
+        if accelerator.num_processes > 1:
+            parts = gather_object(parts)
+        for results, part_counts in parts:
+            self.sharpened.update({int(k): v for k, v in results.items()})
+            counts.update({f"semantic_{k}": v for k, v in part_counts.items()})
+
     # -- generation ----------------------------------------------------------------------------------------------
     def generate(self, sources: list[int]) -> Counter:
         """Fill the cache for `sources`, sharded across processes; every process ends with the same cache."""
@@ -79,7 +102,7 @@ class Refiner:
         size = self.mars.augment_batch_size
         for start in range(0, len(mine), size):
             batch = mine[start : start + size]
-            pairs = [self.raw_pair(s) for s in batch]
+            pairs = [self.source_pair(s) for s in batch]
             try:
                 outputs = self.augmenter.augment(pairs, k)
                 if not isinstance(outputs, list) or len(outputs) != len(pairs):
@@ -89,7 +112,8 @@ class Refiner:
                     )
             except Exception as err:  # noqa: BLE001 -- any augmenter failure is counted, or re-raised on request
                 counts["augmenter_failures"] += len(batch)
-                message = f"Augmenter {self.name!r} failed on pairs {batch[0]}..{batch[-1]}: {err}"
+                shown = ", ".join(map(str, batch[:5])) + (", ..." if len(batch) > 5 else "")
+                message = f"Augmenter {self.name!r} failed on {len(batch)} pairs (ids {shown}): {err}"
                 if self.mars.augment_on_error == "raise":
                     error = message
                     break
@@ -158,21 +182,26 @@ class Refiner:
         )
         sources = np.flatnonzero(counts > 0).tolist()
         reused = [s for s in sources if s in self.cache]
-        stats = self.generate([s for s in sources if s not in self.cache])
+        fresh = [s for s in sources if s not in self.cache]
+        semantic = Counter()
+        self.sharpen(fresh, semantic)
+        stats = self.generate(fresh)
         generation_seconds = time.perf_counter() - start
 
+        # Pairs whose generation failed (not cached) or produced nothing usable leave their budget unfilled.
+        ready = [s for s in sources if s in self.cache and self.cache[s]]
         if strategy == "west_of_n":
-            candidates = [(s, v) for s in sources for v in range(len(self.cache[s]))]
+            candidates = [(s, v) for s in ready for v in range(len(self.cache[s]))]
             tokens = self.tokenize(candidates, round_id)
-            draws = self._west_of_n(counts, sources, tokens)
+            draws = self._west_of_n(counts, ready, tokens)
         else:
             draws = []
-            for s in sources:
+            for s in ready:
                 rng = np.random.default_rng(np.random.SeedSequence([seed, round_id, s]))
                 draws += [(s, int(v)) for v in draw_variants(len(self.cache[s]), int(counts[s]), rng)]
             tokens = self.tokenize(sorted(set(draws)), round_id)
         rows = [tokens[key] for key in draws if key in tokens]
-        unfilled = int(sum(counts[s] for s in sources if not self.cache[s]))
+        unfilled = int(counts.sum() - sum(counts[s] for s in ready))
         new = self.pool.append(rows)
 
         hardest = np.argsort(labelled_margins, kind="stable")[:10]
@@ -193,6 +222,7 @@ class Refiner:
             "pool_size": len(self.pool),
             "generation_seconds": generation_seconds,
             "seconds": time.perf_counter() - start,
+            **{k: int(v) for k, v in semantic.items()},
             "hardest_pairs": hardest.tolist(),
             "hardest_margins": labelled_margins[hardest].tolist(),
         }
@@ -231,11 +261,16 @@ class Refiner:
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict[str, bytes]]:
-        scalars = {"reports": self.reports, "segment_sizes": self.pool.segment_sizes()}
+        scalars = {
+            "reports": self.reports,
+            "segment_sizes": self.pool.segment_sizes(),
+            "sharpened": {str(k): v for k, v in sorted(self.sharpened.items())},
+        }
         files = {"mars_pool.jsonl": self.pool.to_jsonl(), "mars_variants.jsonl": self.cache.to_jsonl()}
         return scalars, files
 
     def load(self, scalars: dict, files: dict[str, bytes]) -> None:
         self.reports = list(scalars["reports"])
+        self.sharpened = {int(k): v for k, v in scalars.get("sharpened", {}).items()}
         self.cache.load_jsonl(files["mars_variants.jsonl"])
         self.pool.load_jsonl(files["mars_pool.jsonl"], scalars["segment_sizes"])

@@ -20,6 +20,7 @@ from .preparation import empty_eos, ensure_chat_template
 from .refinement import Refiner
 from .sampler import MarginAwareSampler
 from .scoring import _gather
+from .validation import validate_preference_dataset, validate_prepared_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,12 @@ class MarsRewardTrainer(RewardTrainer):
                         f"The training dataset has a column named `{reserved}`, which MarsRewardTrainer reserves: "
                         f"rename it (e.g. `dataset.rename_column('{reserved}', 'orig_{reserved}')`)."
                     )
+        validate_preference_dataset(train_dataset, "train")
+        if isinstance(eval_dataset, dict):
+            for key, dataset in eval_dataset.items():
+                validate_preference_dataset(dataset, f"eval `{key}`")
+        elif eval_dataset is not None:
+            validate_preference_dataset(eval_dataset, "eval")
         augmenter = self._resolve_augmenter(augmenter, args)
         self._mars_raw: Dataset | None = None
         if augmenter is not None:
@@ -150,12 +157,7 @@ class MarsRewardTrainer(RewardTrainer):
         )
 
         self._match_quantized_trainable_dtype()
-        if isinstance(self.train_dataset, Dataset) and len(self.train_dataset) == 0:
-            raise ValueError(
-                "The training dataset is empty after preprocessing: every pair was dropped, most likely by the "
-                f"`max_length={self.args.max_length}` filter (pairs whose chosen or rejected side is longer are "
-                "removed). Raise `max_length`, set it to None, or shorten the data."
-            )
+        validate_prepared_dataset(self.train_dataset, self.args.max_length, "train")
         if not self._mars_active:
             return
         if self.args.train_sampling_strategy not in (None, "random"):

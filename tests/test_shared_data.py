@@ -35,8 +35,14 @@ def test_hh_rlhf_on_minilm(tmp_path, minilm, source):
     trainer = MarsRewardTrainer(
         model=model,
         args=MarsConfig(
-            **cpu_args(tmp_path, max_length=192, learning_rate=5e-5, per_device_train_batch_size=16, num_train_epochs=2,
-                       margin_source=source)
+            **cpu_args(
+                tmp_path,
+                max_length=192,
+                learning_rate=5e-5,
+                per_device_train_batch_size=16,
+                num_train_epochs=2,
+                margin_source=source,
+            )
         ),
         train_dataset=hh_pairs(64),
         processing_class=tokenizer,

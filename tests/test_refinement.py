@@ -1,0 +1,267 @@
+"""Self-refinement rounds on tiny models: pool growth, provenance, matched budgets, failures, resume."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import cpu_args, make_decoder, make_encoder, to_format
+from datasets import Dataset
+
+from mars_trl import MarsConfig, MarsRewardTrainer
+from mars_trl.pool import ROUND, SOURCE
+from mars_trl.refinement import AugmenterFailure
+
+FILLERS = ["clear", "kind", "polite", "helpful", "accurate", "correct", "hello"]
+
+
+def _edit(value, j):
+    """The same neutral word appended to every text: both sides change alike, so the label holds."""
+    word = FILLERS[j % len(FILLERS)] + ("" if j < len(FILLERS) else f" {FILLERS[(j // len(FILLERS)) % len(FILLERS)]}")
+    if isinstance(value, str):
+        return f"{value} {word}"
+    return [{**m, "content": f"{m['content']} {word}"} for m in value]
+
+
+def suffix_augmenter(pairs, k):
+    return [[{key: _edit(value, j) for key, value in pair.items()} for j in range(k)] for pair in pairs]
+
+
+def mars_logs(trainer):
+    return [e for e in trainer.state.log_history if "mars/pool_size" in e]
+
+
+def build(tmp_path, tokenizer, rows, augmenter=suffix_augmenter, model=None, **overrides):
+    settings = dict(num_train_epochs=3, augment_budget=20, augment_variants_per_pair=5)
+    settings.update(overrides)
+    return MarsRewardTrainer(
+        model=model if model is not None else make_decoder(tokenizer),
+        args=MarsConfig(**cpu_args(tmp_path, **settings)),
+        train_dataset=rows,
+        processing_class=tokenizer,
+        augmenter=augmenter,
+    )
+
+
+def test_rounds_grow_the_pool_with_provenance(tmp_path, standard_rows, decoder_tokenizer):
+    trainer = build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True))
+    trainer.train()
+    pool = trainer.pool
+    assert len(pool) == 48 + 20 + 20
+    assert trainer.state.global_step == 3 * 6  # the epoch length does not grow with the pool
+    sources, rounds = pool.sources(), pool.rounds()
+    assert np.all((sources >= 0) & (sources < 48)) and sorted(set(rounds.tolist())) == [1, 2]
+    row = pool[48]
+    assert row["mars_index"] == 48 and row[SOURCE] == sources[0] and row[ROUND] == 1
+    # Tokenized exactly as RewardTrainer prepares explicit-prompt standard data: prompt + chosen + eos.
+    variant = trainer._mars_refiner.cache[int(row[SOURCE])][int(row["mars_variant"])]
+    tok = decoder_tokenizer
+    assert row["chosen_ids"] == tok(variant["prompt"] + variant["chosen"] + tok.eos_token)["input_ids"]
+    assert row["rejected_ids"] == tok(variant["prompt"] + variant["rejected"] + tok.eos_token)["input_ids"]
+    logs = mars_logs(trainer)
+    assert [e["mars/augment_added"] for e in logs] == [20.0, 20.0]
+    assert [e["mars/pool_size"] for e in logs] == [68.0, 88.0]
+    reports = trainer._mars_refiner.reports
+    # Each pair's variant pool is generated once and reused by later rounds.
+    assert reports[0]["variants_reused_pairs"] == 0
+    generated_pairs = len(trainer._mars_refiner.cache)
+    assert sum(r["variants_generated"] for r in reports) == 5 * generated_pairs
+    # Augmented pairs are sampled too: margins cover the whole pool and the sampler draws from it.
+    assert trainer.margins.shape == (88,) and trainer.margin_sampler.weights.shape == (88,)
+    assert trainer.margin_sampler.indices().max() >= 48 or trainer.margin_sampler.weights[48:].sum() > 0
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
+@pytest.mark.parametrize("explicit_prompt", [False, True], ids=["implicit", "explicit"])
+def test_every_format(tmp_path, conversational, explicit_prompt, standard_rows, encoder_tokenizer):
+    trainer = build(
+        tmp_path,
+        encoder_tokenizer,
+        to_format(standard_rows, conversational, explicit_prompt),
+        model=make_encoder(encoder_tokenizer),
+        num_train_epochs=2,
+    )
+    trainer.train()
+    assert len(trainer.pool) == 68
+    cached = trainer._mars_refiner.cache[int(trainer.pool.sources()[0])][0]
+    original = trainer._mars_refiner.raw_pair(int(trainer.pool.sources()[0]))
+    assert set(cached) == set(original)
+    if conversational:
+        assert [m["role"] for m in cached["chosen"]] == [m["role"] for m in original["chosen"]]
+
+
+@pytest.mark.parametrize("strategy", ["none", "uniform", "west_of_n", "mars"])
+def test_strategies_spend_matched_budgets(tmp_path, strategy, standard_rows, decoder_tokenizer):
+    trainer = build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True), augment_strategy=strategy)
+    trainer.train()
+    assert trainer.state.global_step == 18
+    assert len(trainer.pool) == 48 + (0 if strategy == "none" else 40)
+    if strategy == "uniform":
+        counts = np.bincount(trainer.pool.sources()[:20], minlength=48)
+        assert counts.max() - counts.min() <= 1
+
+
+def test_mars_spends_the_budget_on_hard_pairs(tmp_path, standard_rows, decoder_tokenizer):
+    trainer = build(
+        tmp_path,
+        decoder_tokenizer,
+        to_format(standard_rows, False, True),
+        num_train_epochs=2,
+        augment_budget=48,
+        margin_tau=5.0,
+    )
+    trainer.train()
+    report = trainer._mars_refiner.reports[0]
+    margins = np.array(report["hardest_margins"])
+    counts = np.bincount(trainer.pool.sources(), minlength=48)
+    assert counts[report["hardest_pairs"][0]] == counts.max()
+    assert np.all(np.diff(margins) >= 0)
+
+
+def test_west_of_n_keeps_each_pairs_highest_margin_variants(tmp_path, standard_rows, decoder_tokenizer):
+    """With lr=0 the model is fixed, so the chosen variants can be checked against a fresh scoring of all of them."""
+    trainer = build(
+        tmp_path,
+        decoder_tokenizer,
+        to_format(standard_rows, False, True),
+        num_train_epochs=2,
+        augment_strategy="west_of_n",
+        learning_rate=0.0,
+        augment_budget=48,
+    )
+    trainer.train()
+    refiner = trainer._mars_refiner
+    candidates = [(s, v) for s in range(48) for v in range(len(refiner.cache[s]))]
+    tokens = refiner.tokenize(candidates, round_id=1)
+    margins = {}
+    from mars_trl.pool import dataset_fetch, pair_lengths
+    from mars_trl.scoring import score_margins
+
+    data = Dataset.from_list(
+        [{"chosen_ids": tokens[k]["chosen_ids"], "rejected_ids": tokens[k]["rejected_ids"]} for k in candidates]
+    )
+    scored = score_margins(
+        trainer.model, dataset_fetch(data), np.arange(len(candidates)), pair_lengths(data), 0, 16, show_progress=False
+    )
+    for key, m in zip(candidates, scored.margins):
+        margins[key] = m
+    picked = trainer.pool.segments[0]
+    for s, v in zip(picked[SOURCE], picked["mars_variant"]):
+        best = max(margins[(s, w)] for w in range(len(refiner.cache[s])))
+        assert margins[(s, v)] == pytest.approx(best, abs=1e-6)
+
+
+def test_failures_are_counted_and_training_goes_on(tmp_path, standard_rows, decoder_tokenizer):
+    calls = {"n": 0}
+
+    def flaky(pairs, k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("server timeout")
+        out = suffix_augmenter(pairs, k)
+        out[0] = [dict(pairs[0])]  # identical to the original: invalid
+        out[1] = []  # nothing for this pair
+        return out
+
+    trainer = build(
+        tmp_path,
+        decoder_tokenizer,
+        to_format(standard_rows, False, True),
+        augmenter=flaky,
+        augment_batch_size=4,
+        augment_budget=40,
+    )
+    trainer.train()
+    first = trainer._mars_refiner.reports[0]
+    assert first["augmenter_failures"] == 4 and first["variants_invalid"] >= 1 and first["budget_unfilled"] > 0
+    assert first["added"] + first["budget_unfilled"] == 40
+    assert trainer.state.global_step == 18
+
+
+def test_wrong_count_and_raise_mode(tmp_path, standard_rows, decoder_tokenizer):
+    def short(pairs, k):
+        return suffix_augmenter(pairs, k)[:-1]
+
+    trainer = build(
+        tmp_path / "skip",
+        decoder_tokenizer,
+        to_format(standard_rows, False, True),
+        augmenter=short,
+        num_train_epochs=2,
+    )
+    trainer.train()
+    assert trainer._mars_refiner.reports[0]["augmenter_failures"] > 0
+    trainer = build(
+        tmp_path / "raise",
+        decoder_tokenizer,
+        to_format(standard_rows, False, True),
+        augmenter=short,
+        num_train_epochs=2,
+        augment_on_error="raise",
+    )
+    with pytest.raises(AugmenterFailure, match=r"failed on 20 pairs \(ids .*one list of variants per input pair"):
+        trainer.train()
+
+
+def test_max_length_drops_are_counted(tmp_path, standard_rows, decoder_tokenizer):
+    def long(pairs, k):
+        return [
+            [
+                {key: _edit(value, j) + (" clear" * 60 if key == "chosen" else "") for key, value in pair.items()}
+                for j in range(k)
+            ]
+            for pair in pairs
+        ]
+
+    trainer = build(
+        tmp_path, decoder_tokenizer, to_format(standard_rows, False, True), augmenter=long, num_train_epochs=2
+    )
+    trainer.train()
+    report = trainer._mars_refiner.reports[0]
+    assert report["dropped_max_length"] > 0 and report["added"] == 0
+
+
+def test_user_margin_column_is_copied_to_variants(tmp_path, standard_rows, decoder_tokenizer):
+    data = to_format(standard_rows, False, True).add_column("margin", [float(i % 3) for i in range(48)])
+    trainer = build(tmp_path, decoder_tokenizer, data, num_train_epochs=2)
+    trainer.train()
+    segment = trainer.pool.segments[0]
+    assert segment["margin"] == [float(s % 3) for s in segment[SOURCE]]
+
+
+def test_pretokenized_data_cannot_be_augmented(tmp_path, decoder_tokenizer):
+    data = Dataset.from_list([{"chosen_ids": [4, 5], "rejected_ids": [6]}] * 8)
+    with pytest.raises(ValueError, match="pre-tokenized"):
+        build(tmp_path, decoder_tokenizer, data)
+
+
+def test_resume_after_a_round_continues_exactly(tmp_path, standard_rows, decoder_tokenizer):
+    data = to_format(standard_rows, False, True)
+
+    def run(out, resume=None):
+        trainer = build(
+            out,
+            decoder_tokenizer,
+            data,
+            save_strategy="steps",
+            save_steps=4,
+            margin_num_samples=40,
+            margin_source="online",
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run(tmp_path / "a")
+    checkpoint = tmp_path / "a" / "checkpoint-8"  # mid-epoch 1, after the first round
+    state = json.loads((checkpoint / "mars_state.json").read_text())
+    assert state["scalars"]["refiner"]["segment_sizes"] == [20]
+    assert (checkpoint / "mars_pool.jsonl").exists() and (checkpoint / "mars_variants.jsonl").exists()
+    resumed = run(tmp_path / "b", resume=str(checkpoint))
+
+    def tail(trainer):
+        return [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e and e["step"] > 8]
+
+    assert [s for s, _ in tail(resumed)] == [s for s, _ in tail(full)]
+    assert [v for _, v in tail(resumed)] == pytest.approx([v for _, v in tail(full)], rel=1e-5)
+    assert resumed.pool.sources().tolist() == full.pool.sources().tolist()
+    assert resumed.pool.to_jsonl() == full.pool.to_jsonl()
+    np.testing.assert_allclose(resumed.margins, full.margins, rtol=1e-5, atol=1e-6)
