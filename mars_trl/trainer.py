@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 
 import numpy as np
 import torch
 from datasets import Dataset, IterableDataset
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import RewardTrainer
 
 from .callback import MarsCallback
@@ -29,6 +31,27 @@ logger = logging.getLogger(__name__)
 INDEX_COLUMN = "mars_index"
 #: Column that remembers each labelled pair's row in the dataset as given, whose text the augmenter rewrites.
 RAW_ROW_COLUMN = "mars_row"
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """
+    The newest checkpoint that was written to the end. A run killed while saving leaves a newer folder without
+    `trainer_state.json` (Trainer writes it last); `get_last_checkpoint` would pick it and the resume would fail.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    found = []
+    for name in os.listdir(output_dir):
+        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            found.append((int(match.group(1)), os.path.join(output_dir, name)))
+    for _, path in sorted(found, reverse=True):
+        if os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
+            return path
+        logger.warning(
+            f"Skipping incomplete checkpoint {path}: no {TRAINER_STATE_NAME} (the run stopped while saving)."
+        )
+    return None
 
 
 class _IndexCarryingCollator:
@@ -311,10 +334,14 @@ class MarsRewardTrainer(RewardTrainer):
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         path = resume_from_checkpoint
         if path is True:
-            path = get_last_checkpoint(self.args.output_dir)
+            path = last_complete_checkpoint(self.args.output_dir)
+            if path is None:
+                raise ValueError(
+                    f"No complete checkpoint found in output_dir ({self.args.output_dir}) to resume from."
+                )
         self._mars_resume_dir = path if isinstance(path, str) else None
         return super().train(
-            resume_from_checkpoint=resume_from_checkpoint,
+            resume_from_checkpoint=path,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,
