@@ -47,6 +47,13 @@ class Refiner:
         # `sharpen(pairs: list[dict]) -> (pairs, counts: dict)`; its results are cached here and saved with the pool.
         self.sharpener = None
         self.sharpened: dict[int, dict] = {}
+        supply = self.pool.num_labelled * self.variants_per_pair
+        if self.budget() > supply:
+            raise ValueError(
+                f"The augmentation budget ({self.budget()} pairs per round) exceeds what the variant pools can supply "
+                f"without replacement ({self.pool.num_labelled} labelled pairs x {self.variants_per_pair} variants = "
+                f"{supply}). Lower `augment_budget` / `augment_budget_ratio`, or raise `augment_variants_per_pair`."
+            )
 
     @property
     def name(self) -> str:

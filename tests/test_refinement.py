@@ -265,3 +265,10 @@ def test_resume_after_a_round_continues_exactly(tmp_path, standard_rows, decoder
     assert resumed.pool.sources().tolist() == full.pool.sources().tolist()
     assert resumed.pool.to_jsonl() == full.pool.to_jsonl()
     np.testing.assert_allclose(resumed.margins, full.margins, rtol=1e-5, atol=1e-6)
+
+
+def test_budget_beyond_the_variant_supply(tmp_path, standard_rows, decoder_tokenizer):
+    with pytest.raises(
+        ValueError, match=r"exceeds what the variant pools can supply .*48 labelled pairs x 5 variants"
+    ):
+        build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True), augment_budget=241)
