@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import cpu_args, make_decoder, make_encoder, to_format
 from datasets import Dataset
+from test_augment import t5_dir, t5_model, t5_tokenizer  # noqa: F401 -- session fixtures of the tiny T5
 
 from mars_trl import MarsConfig, MarsRewardTrainer
 from mars_trl.pool import ROUND, SOURCE
@@ -272,3 +273,36 @@ def test_budget_beyond_the_variant_supply(tmp_path, standard_rows, decoder_token
         ValueError, match=r"exceeds what the variant pools can supply .*48 labelled pairs x 5 variants"
     ):
         build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True), augment_budget=241)
+
+
+def test_perturbation_augmenter_named_in_the_config(tmp_path, standard_rows, decoder_tokenizer):
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(**cpu_args(tmp_path, num_train_epochs=2, augmenter="perturbation", augment_budget=24)),
+        train_dataset=to_format(standard_rows, True, True),
+        processing_class=decoder_tokenizer,
+    )
+    trainer.train()
+    report = trainer._mars_refiner.reports[0]
+    assert report["augmenter"] == "perturbation" and report["added"] == 24 and len(trainer.pool) == 72
+
+
+def test_paraphrase_augmenter_named_in_the_config(tmp_path, standard_rows, decoder_tokenizer, t5_dir):  # noqa: F811
+    """The authors' augmenter, here with a tiny T5 saved locally standing in for the Hub model id."""
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(
+            **cpu_args(tmp_path, num_train_epochs=2, augmenter="paraphrase", augmenter_model=t5_dir, augment_budget=8)
+        ),
+        train_dataset=to_format(standard_rows[:16], False, True),
+        processing_class=decoder_tokenizer,
+    )
+    trainer.train()
+    report = trainer._mars_refiner.reports[0]
+    assert report["augmenter"] == "paraphrase"
+    assert (
+        report["added"] + report["budget_unfilled"] + report["dropped_max_length"]
+        >= 8
+        > 0
+        < report["pairs_with_budget"]
+    )
