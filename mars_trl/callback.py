@@ -40,6 +40,8 @@ class MarsCallback(TrainerCallback):
         self.table: MarginTable | None = None
         self.last_refresh_epoch = -1
         self.current_epoch = 0
+        # One entry per refresh, for the report and its plots: labelled margins and the round's allocation.
+        self.history: list[dict] = []
 
     @property
     def sampler(self):
@@ -96,8 +98,11 @@ class MarsCallback(TrainerCallback):
         stats = margin_statistics(table.values[:num_labelled])
         stats.update({"scoring_seconds": seconds, "pairs_scored": float(todo.size), "refresh_epoch": float(epoch)})
 
+        entry = {"epoch": epoch, "margins": table.values[:num_labelled].astype(np.float32), "counts": None}
+        self.history.append(entry)
         if self.refiner is not None and not self.refiner.exhausted():
             new, report = self.refiner.run(epoch, table.values[:num_labelled].copy())
+            entry["counts"] = self.refiner.last_counts
             table.resize(len(self.pool))
             # Until scored themselves, new pairs carry their source pair's margin (marked never measured).
             table.values[new.start : new.stop] = table.values[self.pool.sources()[-len(new) :]] if len(new) else 0.0

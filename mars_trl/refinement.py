@@ -43,6 +43,7 @@ class Refiner:
         self.raw_rows = raw_rows
         self.cache = VariantCache()
         self.reports: list[dict] = []
+        self.last_counts: np.ndarray | None = None
         # Optional semantic layer (MARS v2): rewrites a pair once, before its variants are generated. Any object with
         # `sharpen(pairs: list[dict]) -> (pairs, counts: dict)`; its results are cached here and saved with the pool.
         self.sharpener = None
@@ -187,6 +188,7 @@ class Refiner:
             mode=self.mars.margin_mode,
             seed=seed + round_id,
         )
+        self.last_counts = counts
         sources = np.flatnonzero(counts > 0).tolist()
         reused = [s for s in sources if s in self.cache]
         fresh = [s for s in sources if s not in self.cache]
