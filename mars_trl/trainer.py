@@ -33,6 +33,14 @@ INDEX_COLUMN = "mars_index"
 RAW_ROW_COLUMN = "mars_row"
 
 
+MARS_CITATION = """\
+@article{mars2026,
+    title   = {{MARS: Margin-Aware Reward-Modeling with Self-Refinement}},
+    journal = {arXiv preprint arXiv:2602.17658},
+    year    = {2026}
+}"""
+
+
 def last_complete_checkpoint(output_dir: str) -> str | None:
     """
     The newest checkpoint that was written to the end. A run killed while saving leaves a newer folder without
@@ -100,6 +108,12 @@ class MarsRewardTrainer(RewardTrainer):
     """
 
     _tag_names = ["trl", "reward-trainer", "mars"]
+    _name = "MARS Reward"
+    _paper = {
+        "title": "MARS: Margin-Aware Reward-Modeling with Self-Refinement",
+        "id": "2602.17658",
+        "citation": MARS_CITATION,
+    }
 
     def __init__(
         self,
@@ -329,6 +343,60 @@ class MarsRewardTrainer(RewardTrainer):
         # `RewardTrainer.log` would fold (and clear) the running training metrics into this entry; MARS figures are
         # logged on their own through `Trainer.log`, which feeds every reporting integration.
         Trainer.log(self, dict(logs))
+
+    def save_mars_report(self, output_dir: str | None = None, plots: bool = True) -> dict[str, str]:
+        """
+        Write `mars_report.json`, `mars_pool.jsonl` (augmented pairs as text, with provenance), PNG plots (margins per
+        refresh, budget against margin, accuracy by round; also sent to TensorBoard when it is a `report_to`
+        integration) and `mars_report.md` linking them, to `output_dir` (default: `args.output_dir`).
+        """
+        from .report import save_report
+
+        if not self._mars_active:
+            raise ValueError("There is no MARS report: MARS is off (`use_mars=False` or a streaming dataset).")
+        if not self.is_world_process_zero():
+            return {}
+        return save_report(self, output_dir or self.args.output_dir, plots=plots)
+
+    # -- model card ---------------------------------------------------------------------------------------------
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if not self.is_world_process_zero() or not self._mars_active:
+            return
+        path = os.path.join(self.args.output_dir, "README.md")
+        if os.path.isfile(path):
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(self.mars_card_section())
+
+    def mars_card_section(self) -> str:
+        """The model card's account of MARS: settings, and what the refinement rounds did in this run."""
+        from .config import MarsArguments
+
+        defaults = MarsArguments()
+        lines = [
+            "",
+            "## Trained with MARS",
+            "",
+            "This reward model was trained with [mars-trl](https://arxiv.org/abs/2602.17658): margin-aware sampling of "
+            "preference pairs (softmax(-tau * margin) over the current reward margins, mixed with a uniform floor) "
+            "and self-refinement rounds that augment the hardest pairs.",
+            "",
+            "| setting | value |",
+            "|---|---|",
+        ]
+        for name in MarsArguments.mars_field_names():
+            value = getattr(self.mars_args, name)
+            marker = "" if value == getattr(defaults, name) else " (changed)"
+            lines.append(f"| `{name}` | `{value!r}`{marker} |")
+        if self._mars_refiner is not None and self._mars_refiner.reports:
+            reports = self._mars_refiner.reports
+            lines += [
+                "",
+                f"Refinement: {len(reports)} rounds with the `{reports[-1]['augmenter']}` augmenter and the "
+                f"`{reports[-1]['strategy']}` strategy grew the pool from {self._mars_pool.num_labelled} labelled "
+                f"pairs to {len(self._mars_pool)}.",
+            ]
+        return "\n".join(lines) + "\n"
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):

@@ -306,3 +306,32 @@ def test_paraphrase_augmenter_named_in_the_config(tmp_path, standard_rows, decod
         > 0
         < report["pairs_with_budget"]
     )
+
+
+def test_report_files_plots_and_readable_pool(tmp_path, standard_rows, decoder_tokenizer):
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(
+            **cpu_args(
+                tmp_path, num_train_epochs=4, augment_budget=20, augment_variants_per_pair=5, eval_strategy="epoch"
+            )
+        ),
+        train_dataset=to_format(standard_rows, False, True),
+        eval_dataset={"heldout": to_format(standard_rows[:16], False, True)},
+        processing_class=decoder_tokenizer,
+        augmenter=suffix_augmenter,
+    )
+    trainer.train()
+    files = trainer.save_mars_report(str(tmp_path / "report"))
+    for name in ("report", "pool", "plot_margins", "plot_allocation", "plot_accuracy", "markdown"):
+        assert (tmp_path / "report" / files[name].split("/")[-1]).stat().st_size > 0, name
+    report = json.loads((tmp_path / "report" / "mars_report.json").read_text())
+    assert [r["round"] for r in report["rounds"]] == [1, 2, 3] and report["pool_size"] == 48 + 60
+    lines = (tmp_path / "report" / "mars_pool.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert len(lines) == 60 and {"source", "round", "variant", "augmenter", "prompt", "chosen", "rejected"} <= set(
+        first
+    )
+    assert first["chosen"] == trainer._mars_refiner.cache[first["source"]][first["variant"]]["chosen"]
+    markdown = (tmp_path / "report" / "mars_report.md").read_text()
+    assert "![Budget against margin](mars_allocation.png)" in markdown and "| 3 | 3 | 20 |" in markdown

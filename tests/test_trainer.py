@@ -409,3 +409,18 @@ def test_corrupted_state_is_detected_on_resume(tmp_path, standard_rows, decoder_
     with pytest.raises(MarsStateError, match="checksum"):
         _resume_run(tmp_path / "b", decoder_tokenizer, data, resume=str(checkpoint))
     assert (checkpoint / "model.safetensors").exists()  # nothing already saved was touched
+
+
+def test_model_card_says_mars_with_settings_and_citation(tmp_path, standard_rows, decoder_tokenizer):
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(**cpu_args(tmp_path, num_train_epochs=1, margin_tau=1.5)),
+        train_dataset=to_format(standard_rows[:16], False, True),
+        processing_class=decoder_tokenizer,
+    )
+    trainer.train()
+    trainer.create_model_card(model_name="tiny-rm")
+    card = (tmp_path / "README.md").read_text()
+    assert "## Trained with MARS" in card and "2602.17658" in card and "mars2026" in card
+    assert "| `margin_tau` | `1.5` (changed) |" in card and "| `margin_mode` | `'signed'` |" in card
+    assert "mars" in card.split("---")[1]  # the tag, in the card's metadata header
