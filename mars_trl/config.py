@@ -252,8 +252,18 @@ class MarsConfig(RewardConfig, MarsArguments):
     """
 
     def __post_init__(self):
+        # RewardConfig turns an unset `bf16` into True, which fails at construction on a machine with no
+        # bf16-capable GPU ("Your setup doesn't support bf16/gpu"). Unset there means fp32; an explicit value stands.
+        if self.bf16 is None and not self.fp16 and not _bf16_accelerator():
+            self.bf16 = False
         RewardConfig.__post_init__(self)
         self.validate_mars()
+
+
+def _bf16_accelerator() -> bool:
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_npu_available, is_torch_xpu_available
+
+    return is_torch_bf16_gpu_available() or is_torch_xpu_available() or is_torch_npu_available()
 
 
 def mars_arguments_from(args) -> MarsArguments:

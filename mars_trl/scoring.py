@@ -93,7 +93,7 @@ def score_margins(
     model.eval()
     local_idx, local_val = [], []
     progress = tqdm(
-        total=per_process * batch_size if per_process else 0,
+        total=sum(len(b) for b in mine),
         desc=description,
         unit="pair",
         disable=not show_progress or rank != 0,
@@ -113,7 +113,7 @@ def score_margins(
             if real:
                 local_idx.append(batch)
                 local_val.append((chosen - rejected).double().cpu().numpy())
-            progress.update(len(batch))
+                progress.update(len(batch))
     finally:
         progress.close()
         model.train(was_training)

@@ -424,3 +424,14 @@ def test_model_card_says_mars_with_settings_and_citation(tmp_path, standard_rows
     assert "## Trained with MARS" in card and "2602.17658" in card and "mars2026" in card
     assert "| `margin_tau` | `1.5` (changed) |" in card and "| `margin_mode` | `'signed'` |" in card
     assert "mars" in card.split("---")[1]  # the tag, in the card's metadata header
+
+
+def test_unset_bf16_means_fp32_without_a_bf16_gpu(tmp_path):
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    if is_torch_bf16_gpu_available():
+        pytest.skip("this machine has a bf16 GPU: RewardConfig's default applies")
+    with pytest.raises(ValueError, match="bf16"):
+        RewardConfig(output_dir=str(tmp_path))  # what stock TRL does here
+    assert MarsConfig(output_dir=str(tmp_path)).bf16 is False
+    assert MarsConfig(output_dir=str(tmp_path), bf16=True, use_cpu=True).bf16 is True  # explicit values stand
