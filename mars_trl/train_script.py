@@ -42,6 +42,13 @@ class MarsScriptArguments(ScriptArguments):
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training pairs."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation pairs."})
+    merged_output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --use_peft: also merge the adapter and reward head into a plain checkpoint here, which loads "
+            "with AutoModelForSequenceClassification and no PEFT (for PPO/GRPO). See `mars-trl merge`."
+        },
+    )
     write_report: bool = field(
         default=True,
         metadata={"help": "Write the MARS report (JSON, augmented pool, plots) to the output dir after training."},
@@ -92,6 +99,14 @@ def main(script_args: MarsScriptArguments, training_args: MarsConfig, model_args
 
     if model_args.model_name_or_path is None:
         raise ValueError("Pass --model_name_or_path: a Hub model id or a local checkpoint folder.")
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        from .peft_utils import require_bitsandbytes
+
+        require_bitsandbytes("--load_in_4bit" if model_args.load_in_4bit else "--load_in_8bit")
+        if not model_args.use_peft:
+            raise ValueError("A 4-bit/8-bit base trains through an adapter: add --use_peft (QLoRA).")
+    if script_args.merged_output_dir and not model_args.use_peft:
+        raise ValueError("--merged_output_dir merges a LoRA adapter: add --use_peft, or drop --merged_output_dir.")
     model_init_kwargs = dict(
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
@@ -103,12 +118,13 @@ def main(script_args: MarsScriptArguments, training_args: MarsConfig, model_args
     train, evaluation = _split(script_args, training_args.seed)
     if evaluation is None and training_args.eval_strategy != "no":
         training_args.eval_strategy = "no"
+    quantization_config = get_quantization_config(model_args)
     trainer = MarsRewardTrainer(
         model=model_args.model_name_or_path,
         args=training_args,
         train_dataset=train,
         eval_dataset=evaluation if training_args.eval_strategy != "no" else None,
-        quantization_config=get_quantization_config(model_args),
+        quantization_config=quantization_config,
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -122,6 +138,17 @@ def main(script_args: MarsScriptArguments, training_args: MarsConfig, model_args
         files = trainer.save_mars_report(training_args.output_dir)
         if files:
             trainer.accelerator.print(f"MARS report: {files['markdown']}")
+    if script_args.merged_output_dir and trainer.is_world_process_zero():
+        from .merge import merge_adapter
+
+        merge_adapter(
+            training_args.output_dir,
+            script_args.merged_output_dir,
+            quantization_config=quantization_config if model_args.load_in_4bit else None,
+            dtype=model_args.dtype if model_args.dtype not in (None, "auto") else "float32",
+            trust_remote_code=training_args.trust_remote_code,
+        )
+        trainer.accelerator.print(f"Merged reward model (no PEFT needed) saved to {script_args.merged_output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer

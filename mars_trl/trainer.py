@@ -17,6 +17,7 @@ from trl import RewardTrainer
 
 from .callback import MarsCallback
 from .config import MarsConfig, mars_arguments_from
+from .peft_utils import prepare_peft_training
 from .pool import PairPool
 from .preparation import empty_eos, ensure_chat_template
 from .refinement import Refiner
@@ -176,6 +177,8 @@ class MarsRewardTrainer(RewardTrainer):
                 )
             train_dataset = train_dataset.add_column(RAW_ROW_COLUMN, np.arange(len(train_dataset)))
             self._mars_raw = train_dataset
+        # LoRA/QLoRA: clear errors, a peft_config that trains and saves the reward head, k-bit preparation.
+        model, quantization_config, peft_config = prepare_peft_training(model, args, quantization_config, peft_config)
 
         super().__init__(
             model=model,

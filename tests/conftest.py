@@ -110,20 +110,18 @@ def encoder_tokenizer():
     return hf
 
 
-def make_decoder(tokenizer, seed: int = 0):
+def make_decoder(tokenizer, seed: int = 0, **overrides):
     import torch
 
     torch.manual_seed(seed)
+    sizes = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=256,
         num_labels=1,
         pad_token_id=tokenizer.pad_token_id,
+        **{**sizes, **overrides},
     )
     return LlamaForSequenceClassification(config)
 

@@ -216,28 +216,6 @@ def test_peft_lora(tmp_path, standard_rows, decoder_tokenizer):
     assert len(mars_logs(trainer)) == 1 and np.all(np.isfinite(trainer.margins))
 
 
-def test_qlora_quantization_config(tmp_path, decoder_dir, standard_rows):
-    pytest.importorskip("bitsandbytes", reason="install the `qlora` extra")
-    from peft import LoraConfig
-    from transformers import BitsAndBytesConfig
-
-    trainer = MarsRewardTrainer(
-        model=decoder_dir,
-        args=MarsConfig(**cpu_args(tmp_path, model_init_kwargs={"dtype": torch.float32})),
-        train_dataset=to_format(standard_rows[:24], False, True),
-        quantization_config=BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
-        ),
-        peft_config=LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
-    )
-    assert getattr(trainer.model, "is_loaded_in_4bit", False)
-    trainer.train()
-    assert len(mars_logs(trainer)) == 1 and np.all(np.isfinite(trainer.margins))
-
-
 def test_iterable_dataset_falls_back_to_reward_trainer_with_a_warning(tmp_path, standard_rows, decoder_tokenizer):
     rows = to_format(standard_rows, False, True).to_list()
     stream = IterableDataset.from_generator(lambda: iter(rows))
