@@ -1,5 +1,6 @@
-"""`python -m mars_trl ...` is the `mars-trl` command."""
+"""`python -m mars_trl ...` is the `mars-trl` command (see `mars_trl.cli`)."""
 
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

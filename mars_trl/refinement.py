@@ -180,14 +180,28 @@ class Refiner:
         seed = self.trainer.args.seed
         budget = self.budget()
         strategy = self.mars.augment_strategy
-        counts = allocate(
-            strategy,
-            labelled_margins,
-            budget,
-            tau=self.mars.margin_tau,
-            mode=self.mars.margin_mode,
-            seed=seed + round_id,
-        )
+        if self.mars.semantic_distance_weighting and strategy == "mars" and self.sharpener is not None:
+            from .semantic import allocate_with_distances
+
+            # Beyond the paper (off by default): softmax(-tau * D) * w(d), d the pairs' semantic distances.
+            counts = allocate_with_distances(
+                labelled_margins,
+                getattr(self.sharpener, "distances", None),
+                budget,
+                tau=self.mars.margin_tau,
+                mode=self.mars.margin_mode,
+                beta=self.mars.semantic_distance_beta,
+                seed=seed + round_id,
+            )
+        else:
+            counts = allocate(
+                strategy,
+                labelled_margins,
+                budget,
+                tau=self.mars.margin_tau,
+                mode=self.mars.margin_mode,
+                seed=seed + round_id,
+            )
         self.last_counts = counts
         sources = np.flatnonzero(counts > 0).tolist()
         reused = [s for s in sources if s in self.cache]
@@ -213,6 +227,8 @@ class Refiner:
         unfilled = int(counts.sum() - sum(counts[s] for s in ready))
         new = self.pool.append(rows)
 
+        from .semantic import semantic_report
+
         hardest = np.argsort(labelled_margins, kind="stable")[:10]
         report = {
             "round": round_id,
@@ -231,7 +247,7 @@ class Refiner:
             "pool_size": len(self.pool),
             "generation_seconds": generation_seconds,
             "seconds": time.perf_counter() - start,
-            **{k: int(v) for k, v in semantic.items()},
+            **semantic_report(semantic),  # counts summed over processes; floats kept, sums made means
             "hardest_pairs": hardest.tolist(),
             "hardest_margins": labelled_margins[hardest].tolist(),
         }

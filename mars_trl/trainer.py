@@ -132,6 +132,7 @@ class MarsRewardTrainer(RewardTrainer):
         quantization_config=None,
         peft_config=None,
         augmenter=None,
+        sharpener=None,
     ):
         if args is None:
             model_name = model if isinstance(model, str) else model.config._name_or_path
@@ -217,6 +218,15 @@ class MarsRewardTrainer(RewardTrainer):
                 )
             raw_rows = np.asarray(self.train_dataset.with_format(None)[RAW_ROW_COLUMN], dtype=np.int64)
             self._mars_refiner = Refiner(self, augmenter, self._mars_pool, self._mars_raw, raw_rows)
+            if sharpener is not None or self.mars_args.semantic_refine:
+                from .semantic import attach_sharpener
+
+                # MARS v2 semantic layer: refines each pair once before its variants; fit() sees every labelled pair.
+                attach_sharpener(self._mars_refiner, sharpener)
+        elif sharpener is not None or self.mars_args.semantic_refine:
+            logger.warning(
+                "The semantic layer (`sharpener=` / `semantic_refine`) runs only with an augmenter: ignored."
+            )
         self._mars_callback = MarsCallback(self)
         self.add_callback(self._mars_callback)
         if self.mars_args.margin_sampling and self.args.num_train_epochs <= self.mars_args.margin_warmup_epochs:
