@@ -2,7 +2,8 @@
 
     mars-trl demo                     # the main job on an embedded default: MARS beside RewardTrainer, offline
     mars-trl train  [trl reward flags + MARS flags | --config file.yaml]
-    mars-trl merge  --adapter DIR --output_dir DIR
+    mars-trl evaluate --model_name_or_path DIR --dataset_name FILE_OR_ID [--output metrics.json]
+    mars-trl merge  ADAPTER_DIR OUTPUT_DIR [--base_model_name_or_path ...]
 
 Each command parses its own arguments (as `trl`'s CLI does), so `mars-trl train --help` lists every flag. A user
 mistake (a missing file, a bad value, a missing extra) prints one line and exits with status 2; set
@@ -33,6 +34,18 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _evaluate(argv: list[str]) -> int:
+    from . import evaluation
+
+    parser = argparse.ArgumentParser(
+        prog="mars-trl evaluate",
+        description="Accuracy, ROC-AUC, reward AUC, margin SNR and calibration error of a reward model on preference "
+        "pairs, overall and per `subset`.",
+    )
+    evaluation.run(evaluation.add_arguments(parser).parse_args(argv))
+    return 0
+
+
 def _merge(argv: list[str]) -> int:
     from . import merge
 
@@ -45,6 +58,7 @@ def _merge(argv: list[str]) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "demo": ("train MARS beside RewardTrainer on generated data, offline, in minutes", _demo),
     "train": ("train a reward model with MARS (trl reward's flags, plus MARS's)", _train),
+    "evaluate": ("score a reward model on preference pairs: accuracy, ROC-AUC, margin SNR, calibration", _evaluate),
     "merge": ("merge a LoRA/QLoRA adapter and its reward head into a plain checkpoint", _merge),
 }
 

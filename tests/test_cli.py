@@ -20,7 +20,7 @@ def cli(*args, timeout=600):
 def test_help_lists_the_commands():
     result = cli("--help")
     assert result.returncode == 0
-    for name in ("demo", "train", "merge"):
+    for name in ("demo", "train", "evaluate", "merge"):
         assert name in result.stdout
 
 
@@ -55,3 +55,37 @@ def test_demo_quick_runs_offline(tmp_path):
     assert report["runs"]["MARS"]["steps"] == report["runs"]["RewardTrainer"]["steps"]
     assert report["runs"]["MARS"]["refreshes"]
     assert (tmp_path / "demo" / "mars" / "mars_margins.png").exists()
+
+
+def test_evaluate_prints_and_writes_metrics_per_subset(tmp_path, decoder_dir):
+    from conftest import preference_rows
+
+    rows = preference_rows(12, seed=3)
+    for i, row in enumerate(rows):
+        row.update(subset="alpha" if i % 2 else "beta", id=i)  # `id` is metadata: dropped, as in training
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "metrics" / "eval.json"
+    result = cli("evaluate", "--model_name_or_path", decoder_dir, "--dataset_name", str(data), "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "12 pairs scored" in result.stdout
+    table = result.stdout.splitlines()
+    assert any(line.startswith("alpha") for line in table) and any(line.startswith("beta") for line in table)
+    metrics = json.loads(out.read_text())["metrics"]
+    assert metrics["n"] == 12 and {metrics["subsets"]["alpha"]["n"], metrics["subsets"]["beta"]["n"]} == {6}
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["roc_auc"] <= 1 and metrics["ece"] >= 0
+
+    # The same pairs scored in-process agree with the command's figures.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from mars_trl.evaluation import score_pairs
+
+    model = AutoModelForSequenceClassification.from_pretrained(decoder_dir)
+    rows_no_id = [{k: v for k, v in row.items() if k != "id"} for row in rows]
+    scores = score_pairs(model, AutoTokenizer.from_pretrained(decoder_dir), rows_no_id, show_progress=False)
+    assert scores.metrics()["accuracy"] == pytest.approx(metrics["accuracy"])
+
+    result = cli("evaluate", "--model_name_or_path", decoder_dir, "--dataset_name", str(data), "--max_length", "2")
+    assert result.returncode == 2 and "raise --max_length" in result.stderr and "Traceback" not in result.stderr
+    result = cli("evaluate", "--model_name_or_path", decoder_dir, "--dataset_name", str(tmp_path / "none.jsonl"))
+    assert result.returncode == 2 and "none.jsonl" in result.stderr and "Traceback" not in result.stderr
