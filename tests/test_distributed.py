@@ -47,6 +47,9 @@ def test_two_processes_agree(tmp_path, source):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
     a, b = ranks
+    # The same augmented pool, byte for byte, on every process: two rounds of 16 variants on top of 40 pairs.
+    assert a["pool_size"] == b["pool_size"] == 40 + 2 * 16
+    assert a["pool_sha"] == b["pool_sha"]
     # Same margins, weights, and index sequence on every process.
     assert a["margins"] == b["margins"] and a["weights"] == b["weights"]
     assert a["sequences"] == b["sequences"] and set(a["sequences"]) == {"1", "2"}
@@ -58,6 +61,8 @@ def test_two_processes_agree(tmp_path, source):
         seq = a["sequences"][epoch]
         mine = [[batch for e, batch in r["seen"] if str(e) == epoch] for r in ranks]
         global_batches = [seq[i : i + 4] for i in range(0, len(seq), 4)]
+        if epoch == "2":
+            assert max(seq) >= 40  # augmented pairs are sampled
         assert mine[0] == global_batches[0::2] and mine[1] == global_batches[1::2]
     # The same model on every process at the end.
     assert a["params_sha"] == b["params_sha"]

@@ -40,6 +40,9 @@ def main(output_dir: str, source: str) -> None:
             per_device_eval_batch_size=3,
             margin_source=source,
             use_cpu=True,
+            # Augmentation rounds too: variants are generated on shards, gathered, and appended on every rank.
+            augmenter="perturbation",
+            augment_budget=16,
         )
     )
     trainer = RecordingTrainer(
@@ -66,6 +69,8 @@ def main(output_dir: str, source: str) -> None:
         "seen": trainer.seen,
         "params_sha": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
         "refreshes": [e for e in trainer.state.log_history if "mars/pairs_scored" in e],
+        "pool_size": len(trainer.pool),
+        "pool_sha": hashlib.sha256(trainer.pool.to_jsonl()).hexdigest(),
     }
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as handle:
         json.dump(record, handle)
