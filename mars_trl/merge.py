@@ -24,7 +24,13 @@ import os
 
 import torch
 
-from .peft_utils import _quantization_kind, _unwrap, adapter_config_path, require_bitsandbytes
+from .peft_utils import (
+    _quantization_kind,
+    _skip_head_in_quantization,
+    _unwrap,
+    adapter_config_path,
+    require_bitsandbytes,
+)
 
 _DTYPES = ("auto", "bfloat16", "float16", "float32")
 _LEFTOVER_MARKERS = ("lora_", "base_layer", "modules_to_save", "original_module")
@@ -94,7 +100,7 @@ def merge_adapter(
     load_kwargs = dict(num_labels=1, trust_remote_code=trust_remote_code, device_map=None)
     if kind is not None:
         require_bitsandbytes("Merging a QLoRA adapter against its 4-bit base")
-        load_kwargs["quantization_config"] = quantization_config
+        load_kwargs["quantization_config"] = _skip_head_in_quantization(quantization_config, base, trust_remote_code)
         compute = getattr(quantization_config, "bnb_4bit_compute_dtype", None)
         load_kwargs["dtype"] = compute if compute is not None else torch.float32
     else:  # merged in fp32 (or the checkpoint's own dtype for "auto"), cast afterwards

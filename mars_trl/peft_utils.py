@@ -371,7 +371,10 @@ def prepare_kbit_model(model, gradient_checkpointing: bool = False, gradient_che
     """
     from peft import prepare_model_for_kbit_training
 
-    if not is_quantized(model) or getattr(model, _KBIT_PREPARED, False):
+    if not is_quantized(model):
+        return model
+    keep_4bit_weights_unpacked(model)
+    if getattr(model, _KBIT_PREPARED, False):
         return model
     model = prepare_model_for_kbit_training(
         model,
@@ -380,6 +383,47 @@ def prepare_kbit_model(model, gradient_checkpointing: bool = False, gradient_che
     )
     setattr(model, _KBIT_PREPARED, True)
     return model
+
+
+def keep_4bit_weights_unpacked(model) -> int:
+    """
+    Stop bitsandbytes from repacking 4-bit weights for its CPU inference kernel; returns the layers changed.
+
+    On CPUs with AVX512-BF16, a `Linear4bit` that runs once in eval mode (MARS's margin scoring, evaluation) repacks
+    its weight for a bf16 kernel and never unpacks it; the training steps after that run through a kernel with no
+    backward, so gradients stop at every 4-bit layer and LoRA adapters below the last one stop learning (PyTorch
+    warns "an autograd kernel was not registered"). The repacking also fails on layers narrower than 64 features.
+    Models trained or reloaded by mars-trl keep the plain layout, so a reloaded adapter scores what the trained one
+    did, at the cost of the bf16 kernel's speed on CPU. No effect on GPUs.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
+def _skip_head_in_quantization(quantization_config, model_id: str, trust_remote_code: bool, revision=None):
+    """
+    A copy of a 4-bit/8-bit config that leaves the reward head unquantized, when the user named no skip modules.
+
+    transformers keeps decoders' `score` in full precision but quantizes encoders' `classifier`; the head is trained
+    in full (it is in `modules_to_save`), which fails on a quantized layer.
+    """
+    import copy
+
+    if quantization_config is None or isinstance(quantization_config, dict):
+        return quantization_config
+    if getattr(quantization_config, "llm_int8_skip_modules", None) is not None:
+        return quantization_config
+    try:
+        heads = find_head_modules(model_id, revision=revision, trust_remote_code=trust_remote_code)
+    except (RewardHeadNotFoundError, OSError, ValueError, TypeError):
+        return quantization_config
+    config = copy.deepcopy(quantization_config)
+    config.llm_int8_skip_modules = list(heads)
+    return config
 
 
 class _DropOnce(logging.Filter):
@@ -414,6 +458,9 @@ def load_kbit_reward_model(model_id: str, args, quantization_config):
                 "Please set it in only one place, preferably as a trainer argument."
             )
         init_kwargs["quantization_config"] = quantization_config
+    init_kwargs["quantization_config"] = _skip_head_in_quantization(
+        init_kwargs.get("quantization_config"), model_id, args.trust_remote_code, init_kwargs.get("revision")
+    )
     if args.distributed_state.distributed_type == "DEEPSPEED":
         init_kwargs["device_map"] = None
     elif "device_map" not in init_kwargs:
@@ -538,11 +585,16 @@ def load_reward_model(
                 "memory): pass `base_model=` (the base checkpoint's path or Hub id)."
             )
         base_kwargs = dict(kwargs, revision=None)
+        if "quantization_config" in base_kwargs:  # the head unquantized, as in training
+            base_kwargs["quantization_config"] = _skip_head_in_quantization(
+                quantization_config, base, trust_remote_code
+            )
         with suppress_seqcls_warning():
             model = AutoModelForSequenceClassification.from_pretrained(base, **base_kwargs)
         if quantization_config is not None and is_trainable:
             model = prepare_kbit_model(model)
         model = PeftModel.from_pretrained(model, path, is_trainable=is_trainable, revision=revision)
+    keep_4bit_weights_unpacked(model)
     pad_id = _tokenizer_pad_id(path, trust_remote_code)
     if pad_id is not None:
         _unwrap(model).config.pad_token_id = pad_id
