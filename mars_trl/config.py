@@ -360,6 +360,11 @@ class MarsArguments:
         beta = self.semantic_distance_beta
         if not (isinstance(beta, (int, float)) and math.isfinite(beta)):
             raise ValueError(f"`semantic_distance_beta` must be a finite number, got {beta!r}.")
+        if self.semantic_distance_weighting and self.augment_strategy != "mars":
+            raise ValueError(
+                f"`semantic_distance_weighting=True` reweights MARS's allocation, but `augment_strategy` is "
+                f"{self.augment_strategy!r}: set `augment_strategy='mars'` or drop `semantic_distance_weighting`."
+            )
         if self.semantic_distance_weighting and not self.semantic_refine:
             raise ValueError(
                 "`semantic_distance_weighting=True` needs the distances of the semantic layer: set "

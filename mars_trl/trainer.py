@@ -272,7 +272,8 @@ class MarsRewardTrainer(RewardTrainer):
             from .augment import ParaphraseAugmenter
 
             kwargs = {"model": mars.augmenter_model} if mars.augmenter_model else {}
-            return ParaphraseAugmenter(**kwargs)
+            # Each process generates its shard on its own accelerator, as the semantic layer does.
+            return ParaphraseAugmenter(device=args.device, **kwargs)
         return None
 
     @property

@@ -674,6 +674,10 @@ def test_config_fields_and_validation():
         MarsArguments(semantic_threshold=3.0)
     with pytest.raises(ValueError, match="semantic_refine=True"):
         MarsArguments(semantic_distance_weighting=True)
+    with pytest.raises(ValueError, match="augment_strategy='mars'"):
+        MarsArguments(
+            semantic_refine=True, semantic_rewriter="none", semantic_distance_weighting=True, augment_strategy="uniform"
+        )
     with pytest.raises(ValueError, match="semantic_max_attempts"):
         MarsArguments(semantic_max_attempts=0)
     with pytest.raises(ValueError, match="semantic_timeout"):
