@@ -40,9 +40,16 @@ def largest_remainder(shares: np.ndarray, total: int, seed: int = 0) -> np.ndarr
     if left:
         fraction = exact - counts
         tiebreak = np.random.default_rng(np.random.SeedSequence([seed, shares.size, total])).random(shares.size)
-        # Sort by fraction (desc), then by the seeded tie-break.
-        order = np.lexsort((tiebreak, -fraction))
-        counts[order[:left]] += 1
+        # The `left` largest fractions, ties at the cut broken by the seeded order; partitions, not a full sort, so a
+        # round stays linear in the number of pairs.
+        cut = np.partition(fraction, fraction.size - left)[fraction.size - left]
+        above = fraction > cut
+        counts[above] += 1
+        tied = np.flatnonzero(fraction == cut)
+        need = left - int(above.sum())
+        if need < tied.size:
+            tied = tied[np.argpartition(tiebreak[tied], need - 1)[:need]]
+        counts[tied] += 1
     return counts
 
 
