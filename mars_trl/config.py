@@ -44,8 +44,10 @@ class MarsArguments:
     use_mars: bool = field(
         default=True,
         metadata={
-            "help": "Master switch. With `False` the trainer is exactly TRL's `RewardTrainer`: same data, sampler, "
-            "losses and steps."
+            "help": "Master switch. With `False` the trainer trains as TRL's `RewardTrainer`: same data, sampler, "
+            "losses and steps (tested bit for bit). What MarsRewardTrainer fixes where RewardTrainer fails or "
+            "silently misbehaves still applies: tokenizers without an eos token, and a LoRA config that would leave "
+            "the reward head untrained (see docs/lora-qlora.md)."
         },
     )
     margin_sampling: bool = field(

@@ -8,6 +8,8 @@ from datasets import Dataset, Value
 
 TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 TOKEN_COLUMNS = ("chosen_ids", "rejected_ids")
+#: TRL's deprecated names of the pre-tokenized columns; RewardTrainer renames them (with a FutureWarning).
+LEGACY_TOKEN_COLUMNS = ("chosen_input_ids", "rejected_input_ids")
 
 
 class DataError(ValueError):
@@ -56,7 +58,8 @@ def validate_preference_dataset(dataset, name: str = "train") -> None:
     if len(dataset) == 0:
         raise DataError(f"The {name} dataset is empty: pass at least one preference pair.")
     names = list(dataset.column_names)
-    if not all(c in names for c in TOKEN_COLUMNS):
+    pretokenized = any(all(c in names for c in columns) for columns in (TOKEN_COLUMNS, LEGACY_TOKEN_COLUMNS))
+    if not pretokenized:
         for column in ("chosen", "rejected"):
             if column not in names:
                 raise DataError(

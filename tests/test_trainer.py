@@ -176,6 +176,28 @@ def test_pretokenized_data_and_user_margin_column(tmp_path, standard_rows, decod
     assert len(mars_logs(trainer)) == 1
 
 
+def test_legacy_pretokenized_column_names_still_train(tmp_path, standard_rows, decoder_tokenizer):
+    """TRL renames `chosen_input_ids`/`rejected_input_ids` with a FutureWarning; MARS must not reject them first."""
+    tok = decoder_tokenizer
+    rows = [
+        {
+            "chosen_input_ids": tok(r["prompt"] + " " + r["chosen"])["input_ids"],
+            "rejected_input_ids": tok(r["prompt"] + " " + r["rejected"])["input_ids"],
+        }
+        for r in standard_rows[:24]
+    ]
+    with pytest.warns(FutureWarning, match="chosen_input_ids"):
+        trainer = MarsRewardTrainer(
+            model=make_decoder(tok),
+            args=MarsConfig(**cpu_args(tmp_path, num_train_epochs=2)),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tok,
+        )
+    assert trainer.train_dataset[0]["chosen_ids"] == rows[0]["chosen_input_ids"]
+    trainer.train()
+    assert len(mars_logs(trainer)) == 1
+
+
 def test_eval_dataset_dict_and_user_callbacks(tmp_path, standard_rows, decoder_tokenizer):
     class CountEpochs(TrainerCallback):
         def __init__(self):
