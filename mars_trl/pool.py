@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset
 from torch.utils.data import Dataset as TorchDataset
 
@@ -112,7 +114,8 @@ class PairPool(TorchDataset):
     def _augmented_column(self, name: str) -> np.ndarray:
         if not self.segments:
             return np.zeros(0, dtype=np.int64)
-        return np.concatenate([np.asarray(seg[name], dtype=np.int64) for seg in self.segments])
+        # Straight from Arrow: reading through `datasets` builds a Python list (10 s per million pairs).
+        return np.concatenate([seg.data.column(name).to_numpy().astype(np.int64) for seg in self.segments])
 
     def sources(self) -> np.ndarray:
         """Labelled pair each augmented pair came from, in pool order."""
@@ -123,11 +126,8 @@ class PairPool(TorchDataset):
 
     # -- state: JSONL, one augmented pair per line ----------------------------------------------------------------
     def to_jsonl(self) -> bytes:
-        lines = []
-        for seg in self.segments:
-            for row in seg:
-                lines.append(json.dumps(row, separators=(",", ":")))
-        return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+        parts = [_segment_jsonl(seg) for seg in self.segments]
+        return "".join(parts).encode("utf-8")
 
     def load_jsonl(self, data: bytes, segment_sizes: list[int]) -> None:
         rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
@@ -143,11 +143,28 @@ class PairPool(TorchDataset):
         return [len(seg) for seg in self.segments]
 
 
+def _segment_jsonl(segment: Dataset) -> str:
+    """One JSON object per line. Integer-only segments (token ids, provenance) go through pandas' C writer, ~5x
+    faster than json.dumps per row; a float column (a copied `margin`) keeps json.dumps, which round-trips floats."""
+    table = segment.data.table
+    if not len(table):
+        return ""
+    integer_only = all(
+        pa.types.is_integer(f.type) or (pa.types.is_list(f.type) and pa.types.is_integer(f.type.value_type))
+        for f in table.schema
+    )
+    if integer_only:
+        text = table.to_pandas().to_json(orient="records", lines=True)
+        return text if text.endswith("\n") else text + "\n"
+    return "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in table.to_pylist())
+
+
 def pair_lengths(dataset: Dataset) -> np.ndarray:
     """Token length of the longer side of each tokenized pair (the padded width it costs in a batch)."""
-    plain = dataset.with_format(None)
-    chosen, rejected = plain["chosen_ids"], plain["rejected_ids"]
-    return np.fromiter((max(len(c), len(r)) for c, r in zip(chosen, rejected)), dtype=np.int64, count=len(chosen))
+    table = dataset.with_format("arrow")[:]  # honours select/filter index mappings
+    chosen = pc.list_value_length(table["chosen_ids"]).to_numpy(zero_copy_only=False)
+    rejected = pc.list_value_length(table["rejected_ids"]).to_numpy(zero_copy_only=False)
+    return np.maximum(chosen, rejected).astype(np.int64)
 
 
 def dataset_fetch(dataset: Dataset):
