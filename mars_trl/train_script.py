@@ -34,7 +34,9 @@ class MarsScriptArguments(ScriptArguments):
     )
     eval_dataset_name: str | None = field(
         default=None,
-        metadata={"help": "A separate evaluation set (id or file). Default: `dataset_test_split` of the training data."},
+        metadata={
+            "help": "A separate evaluation set (id or file). Default: `dataset_test_split` of the training data."
+        },
     )
     test_fraction: float = field(
         default=0.0,
@@ -75,7 +77,9 @@ def _split(script_args: MarsScriptArguments, seed: int):
         train = load_preference_dataset(name, subset=script_args.dataset_subset)
         evaluation = None
     else:
-        dataset = load_preference_dataset(name, script_args.dataset_config, split=None, subset=None, drop_metadata=False)
+        dataset = load_preference_dataset(
+            name, script_args.dataset_config, split=None, subset=None, drop_metadata=False
+        )
         if isinstance(dataset, DatasetDict):
             train = dataset[script_args.dataset_train_split]
             evaluation = dataset.get(script_args.dataset_test_split)

@@ -676,7 +676,10 @@ def test_config_fields_and_validation():
         MarsArguments(semantic_distance_weighting=True)
     with pytest.raises(ValueError, match="augment_strategy='mars'"):
         MarsArguments(
-            semantic_refine=True, semantic_rewriter="none", semantic_distance_weighting=True, augment_strategy="uniform"
+            semantic_refine=True,
+            semantic_rewriter="none",
+            semantic_distance_weighting=True,
+            augment_strategy="uniform",
         )
     with pytest.raises(ValueError, match="semantic_max_attempts"):
         MarsArguments(semantic_max_attempts=0)
