@@ -60,6 +60,7 @@ def allocate(
     tau: float = 0.5,
     mode: str = "signed",
     seed: int = 0,
+    standardize: bool = False,
 ) -> np.ndarray:
     r"""
     Variants per labelled pair for one round; the counts sum to `budget` for every strategy (matched budgets).
@@ -68,6 +69,10 @@ def allocate(
     - `"uniform"` and `"west_of_n"`: the budget spread evenly (West-of-N differs in *which* variants it keeps: the
       highest-margin ones).
     - `"none"`: nothing.
+
+    `standardize=True` standardises the margins first (as `margin_standardize` does for sampling): with a reward
+    scale much smaller than $1/\tau$, as early in training, softmax(-tau * D) is nearly flat and `mars` allocates
+    almost exactly like `uniform`.
 
     Example:
 
@@ -86,7 +91,8 @@ def allocate(
     if strategy in ("uniform", "west_of_n"):
         return largest_remainder(np.ones(margins.size), budget, seed)
     if strategy == "mars":
-        return largest_remainder(sampling_weights(margins, tau=tau, mode=mode, floor=0.0), budget, seed)
+        shares = sampling_weights(margins, tau=tau, mode=mode, floor=0.0, standardize=standardize)
+        return largest_remainder(shares, budget, seed)
     raise ValueError(f"Unknown augmentation strategy {strategy!r}: use one of {STRATEGIES}.")
 
 

@@ -80,8 +80,9 @@ class MarsArguments:
     margin_standardize: bool = field(
         default=False,
         metadata={
-            "help": "Standardise margins (zero mean, unit std) before the softmax, so `margin_tau` does not depend "
-            "on the reward scale of the model."
+            "help": "Standardise margins (zero mean, unit std) before the softmax, for sampling and for the "
+            "augmentation budget, so `margin_tau` does not depend on the reward scale of the model. Without it, "
+            "margins much smaller than 1/tau (a young reward head) give nearly uniform weights."
         },
     )
     margin_source: str = field(

@@ -192,6 +192,7 @@ class Refiner:
                 mode=self.mars.margin_mode,
                 beta=self.mars.semantic_distance_beta,
                 seed=seed + round_id,
+                standardize=self.mars.margin_standardize,
             )
         else:
             counts = allocate(
@@ -201,6 +202,7 @@ class Refiner:
                 tau=self.mars.margin_tau,
                 mode=self.mars.margin_mode,
                 seed=seed + round_id,
+                standardize=self.mars.margin_standardize,
             )
         self.last_counts = counts
         sources = np.flatnonzero(counts > 0).tolist()

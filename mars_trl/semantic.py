@@ -1088,6 +1088,7 @@ def allocate_with_distances(
     mode: str = "signed",
     beta: float = 1.0,
     seed: int = 0,
+    standardize: bool = False,
 ) -> np.ndarray:
     r"""
     The MARS allocation with semantic distance as a second factor (off by default; not in the paper):
@@ -1118,7 +1119,8 @@ def allocate_with_distances(
     d = np.asarray(distances, dtype=np.float64)
     if d.shape != margins.shape:
         raise ValueError(f"{d.size} distances for {margins.size} margins: one per labelled pair is needed")
-    shares = sampling_weights(margins, tau=tau, mode=mode, floor=0.0) * distance_weights(d, beta=beta)
+    margin_shares = sampling_weights(margins, tau=tau, mode=mode, floor=0.0, standardize=standardize)
+    shares = margin_shares * distance_weights(d, beta=beta)
     return largest_remainder(shares, budget, seed)
 
 

@@ -59,3 +59,14 @@ def test_draws_use_every_variant_before_repeating(pool, count, seed):
     assert len(draws) == count and np.all((draws >= 0) & (draws < pool))
     first = draws[: min(pool, count)]
     assert len(set(first.tolist())) == len(first)
+
+
+def test_standardize_makes_the_mars_allocation_scale_free():
+    # A young reward head: margins of a few hundredths. softmax(-0.5 * D) is flat, so `mars` is `uniform`...
+    margins = np.array([-0.03, -0.01, 0.0, 0.01, 0.02, 0.04])
+    flat = allocate("mars", margins, 60, tau=0.5)
+    assert flat.tolist() == allocate("uniform", margins, 60).tolist() == [10] * 6
+    # ...standardised, the same margins allocate as margins 100x larger would, hardest first.
+    scaled = allocate("mars", margins, 60, tau=0.5, standardize=True)
+    assert scaled.sum() == 60 and scaled.tolist() == sorted(scaled.tolist(), reverse=True) and scaled[0] > scaled[-1]
+    assert scaled.tolist() == allocate("mars", margins * 100, 60, tau=0.5, standardize=True).tolist()
