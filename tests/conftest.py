@@ -22,7 +22,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+# ../shared/data beside the checkout; MARS_SHARED_DATA points a clone elsewhere at it.
+SHARED_DATA = os.path.abspath(
+    os.environ.get("MARS_SHARED_DATA") or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+)
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|> {{ message['content'] }}</s>{% endfor %}"
