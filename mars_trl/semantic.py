@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from .augment.base import primary_fields, text_fields, with_texts
+from .lazy_model import LazyModel
 
 logger = logging.getLogger(__name__)
 
@@ -514,47 +515,25 @@ class TransformersRewriter(Rewriter):
     ):
         if max_new_tokens < 1 or batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be >= 1")
-        is_path = isinstance(model, (str, os.PathLike))
-        if not is_path and not hasattr(model, "generate"):
-            raise TypeError(f"model must be a model id/path or a loaded causal LM, got {type(model).__name__}")
-        if not is_path and tokenizer is None:
-            raise ValueError("a loaded model needs its `tokenizer`")
-        self._model = None if is_path else model
-        self.model_name = os.fspath(model) if is_path else getattr(model, "name_or_path", type(model).__name__)
-        self._tokenizer = tokenizer if not isinstance(tokenizer, (str, os.PathLike)) else None
-        self._tokenizer_name = os.fspath(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else None
+        self._lm = LazyModel(model, tokenizer, device=device, torch_dtype=torch_dtype, causal_only=True)
+        self.model_name = self._lm.name
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size = int(batch_size)
-        self.device = device
-        self.torch_dtype = torch_dtype
         self.seed = seed
         self.show_progress = show_progress
         self.generation_kwargs = dict(generation_kwargs or {})
         self.calls = 0
-        self._moved = False
 
     def __repr__(self) -> str:
         return f"TransformersRewriter(model={self.model_name!r})"
 
     @property
     def model(self):
-        if self._model is None:
-            from transformers import AutoModelForCausalLM
-
-            kwargs = {"dtype": self.torch_dtype} if self.torch_dtype is not None else {}
-            self._model = AutoModelForCausalLM.from_pretrained(self.model_name, **kwargs)
-        if self.device is not None and not self._moved:
-            self._model.to(self.device)
-            self._moved = True
-        return self._model
+        return self._lm.model
 
     @property
     def tokenizer(self):
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_name or self.model_name)
-        return self._tokenizer
+        return self._lm.tokenizer
 
     def _prompts(self, requests: Sequence[RewriteRequest]) -> list[str]:
         tokenizer = self.tokenizer

@@ -380,7 +380,7 @@ def test_paraphrase_from_path_matches_instance(t5_dir, t5_model, t5_tokenizer):
     from_path = ParaphraseAugmenter(
         t5_dir, max_new_tokens=12, show_progress=False, device="cpu", torch_dtype=torch.float32
     )
-    assert from_path._model is None  # loaded on first use
+    assert not from_path._lm.loaded  # loaded on first use
     rows = base_rows(3)
     out = from_path(rows, k=6)
     assert type(from_path.model).__name__ == "T5ForConditionalGeneration"

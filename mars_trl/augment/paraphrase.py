@@ -17,10 +17,10 @@ Any chat (causal) model works too: it is asked, through its chat template, to pa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..lazy_model import LazyModel
 from .base import Augmenter, _fields, _layout, pair_core, pair_key, primary_fields, with_texts
 
 DEFAULT_PARAPHRASER = "humarin/chatgpt_paraphraser_on_T5_base"
@@ -106,19 +106,7 @@ class ParaphraseAugmenter(Augmenter):
                 f"beam search returns at most num_beams sequences: num_return_sequences={num_return_sequences} > "
                 f"num_beams={num_beams} (raise num_beams or set do_sample=True)"
             )
-        is_path = isinstance(model, (str, os.PathLike))
-        if not is_path and not hasattr(model, "generate"):
-            raise TypeError(
-                f"model must be a model id/path or an instantiated PreTrainedModel, got {type(model).__name__}"
-            )
-        if not is_path and tokenizer is None:
-            raise ValueError("an instantiated model needs its `tokenizer`")
-        self._model = None if is_path else model
-        self._model_name = os.fspath(model) if is_path else getattr(model, "name_or_path", type(model).__name__)
-        self._tokenizer = (
-            tokenizer if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)) else None
-        )
-        self._tokenizer_name = os.fspath(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else None
+        self._lm = LazyModel(model, tokenizer, device=device, torch_dtype=torch_dtype)
         self.prefix = prefix
         self.num_beams = num_beams
         self.num_return_sequences = num_return_sequences
@@ -126,18 +114,15 @@ class ParaphraseAugmenter(Augmenter):
         self.do_sample = do_sample
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
-        self.device = device
-        self.torch_dtype = torch_dtype
         self.show_progress = show_progress
         self.chat_instruction = chat_instruction
         self.paraphrase_prompt = paraphrase_prompt
         self.generation_kwargs = dict(generation_kwargs or {})
         self.variants_per_pair = num_return_sequences**2
-        self._moved = False
 
     def __repr__(self) -> str:
         return (
-            f"ParaphraseAugmenter(model={self._model_name!r}, num_return_sequences={self.num_return_sequences}, "
+            f"ParaphraseAugmenter(model={self._lm.name!r}, num_return_sequences={self.num_return_sequences}, "
             f"variants_per_pair={self.variants_per_pair})"
         )
 
@@ -146,34 +131,12 @@ class ParaphraseAugmenter(Augmenter):
     @property
     def model(self):
         """The paraphrasing model (loaded on first access when given as an id/path)."""
-        if self._model is None:
-            self._load()
-        if self.device is not None and not self._moved:
-            self._model.to(self.device)
-            self._moved = True
-        return self._model
+        return self._lm.model
 
     @property
     def tokenizer(self):
         """The model's tokenizer (loaded on first access when given as an id/path)."""
-        if self._tokenizer is None:
-            if self._tokenizer_name is None and self._model is None:
-                self._load()
-            if self._tokenizer is None:
-                from transformers import AutoTokenizer
-
-                self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_name or self._model_name)
-        return self._tokenizer
-
-    def _load(self) -> None:
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-        config = AutoConfig.from_pretrained(self._model_name)
-        auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-        kwargs = {"dtype": self.torch_dtype} if self.torch_dtype is not None else {}
-        self._model = auto.from_pretrained(self._model_name, config=config, **kwargs)
-        if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_name or self._model_name)
+        return self._lm.tokenizer
 
     @property
     def is_encoder_decoder(self) -> bool:
