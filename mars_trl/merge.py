@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,6 +32,9 @@ from .peft_utils import (
     adapter_config_path,
     require_bitsandbytes,
 )
+
+if TYPE_CHECKING:
+    from transformers import BitsAndBytesConfig
 
 _DTYPES = ("auto", "bfloat16", "float16", "float32")
 _LEFTOVER_MARKERS = ("lora_", "base_layer", "modules_to_save", "original_module")
@@ -50,7 +54,7 @@ def merge_adapter(
     *,
     base_model: str | None = None,
     dtype: torch.dtype | str = "float32",
-    quantization_config=None,
+    quantization_config: BitsAndBytesConfig | None = None,
     trust_remote_code: bool = False,
     save_tokenizer: bool = True,
     max_shard_size: str | int = "5GB",

@@ -761,7 +761,8 @@ class SemanticSharpener:
             `fn(requests, temperature) -> list[str | None]`, or None to measure distances only (nothing is rewritten).
         threshold: pairs with a distance strictly below it are refined; None: the mean over the pairs given to `fit`.
         max_attempts: tries per side.
-        rejected_temperature, chosen_temperature: sampling temperatures (0.9 and 0.8, as the authors).
+        rejected_temperature: sampling temperature of the rejected side's rewrites (0.9, as the authors).
+        chosen_temperature: sampling temperature of the chosen side's rewrites (0.8, as the authors).
         min_gain: the distance must grow by more than this for a rewrite to be kept.
         show_progress: progress bars.
 
