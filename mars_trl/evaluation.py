@@ -63,11 +63,11 @@ import datasets
 import numpy as np
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from trl import RewardTrainer
-from trl.trainer.reward_trainer import DataCollatorForPreference
 
+from .pool import dataset_fetch, pair_lengths
 from .preparation import empty_eos, ensure_chat_template
+from .scoring import score_margins
 
 #: Column added to the data before preparation, so every kept pair knows its row in the data as given.
 ROW_COLUMN = "eval_row"
@@ -165,8 +165,8 @@ def score_pairs(
     Rewards of both sides of every preference pair in `dataset` under `model` (a sequence-classification reward
     model with one label), prepared exactly as `MarsRewardTrainer` prepares training data (see [`prepare_pairs`]).
 
-    The pass is in eval mode with no gradient, over batches of `batch_size` pairs in length-sorted order (longest
-    first, so an out-of-memory shows up at once; less padding), with a tqdm progress bar. The model's training mode is
+    The pass is MARS's margin-scoring pass ([`score_margins`]): eval mode, no gradient, batches of `2 * batch_size`
+    sequences sorted by length (longest first, so an out-of-memory shows up at once; less padding), a progress bar. The model's training mode is
     restored afterwards. `max_length` is the training filter: pairs with a side longer than it are dropped and counted
     in `num_dropped` (pass the training run's value, or None to keep every pair). With `trainer` given, its own data
     preparation, `max_length` and tokenizer are used. `subset_column` (default `"subset"`), when present, labels each
@@ -189,34 +189,24 @@ def score_pairs(
     subsets = None
     if subset_column and subset_column in plain.column_names:
         subsets = np.asarray([str(s) for s in plain[subset_column]], dtype=object)
-    chosen_ids, rejected_ids = plain["chosen_ids"], plain["rejected_ids"]
-    n = len(chosen_ids)
+    n = len(plain)
     rewards = np.zeros((n, 2), dtype=np.float64)
     if n:
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
             pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-        collator = DataCollatorForPreference(pad_token_id=pad_id)
-        if device is None:
-            device = next(model.parameters()).device
-        lengths = np.fromiter((max(len(c), len(r)) for c, r in zip(chosen_ids, rejected_ids)), np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")
-        was_training = model.training
-        model.eval()
-        progress = tqdm(total=n, desc=description, unit="pair", disable=not show_progress, leave=False)
-        try:
-            for begin in range(0, n, batch_size):
-                batch = order[begin : begin + batch_size]
-                examples = [{"chosen_ids": chosen_ids[i], "rejected_ids": rejected_ids[i]} for i in batch]
-                inputs = {k: v.to(device) for k, v in collator(examples).items()}
-                logits = model(**inputs, use_cache=False).logits
-                values = logits.squeeze(-1).float().cpu().double().numpy()
-                rewards[batch, 0] = values[: len(batch)]
-                rewards[batch, 1] = values[len(batch) :]
-                progress.update(len(batch))
-        finally:
-            progress.close()
-            model.train(was_training)
+        rewards = score_margins(
+            model,
+            dataset_fetch(plain),
+            np.arange(n),
+            pair_lengths(plain),
+            pad_token_id=pad_id,
+            batch_size=batch_size,
+            device=device,
+            show_progress=show_progress,
+            description=description,
+            require_finite=False,  # the metrics name non-finite rewards
+        ).rewards
     return PairScores(
         rewards_chosen=rewards[:, 0],
         rewards_rejected=rewards[:, 1],

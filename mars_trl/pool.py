@@ -90,7 +90,7 @@ class PairPool(TorchDataset):
         return [r["chosen_ids"] for r in rows], [r["rejected_ids"] for r in rows]
 
     def lengths(self) -> np.ndarray:
-        """Longer side's token length of every pair in the pool (computed once per segment)."""
+        """`(len(pool), 2)` token lengths of every pair's chosen and rejected sides (computed once per segment)."""
         if not self._lengths:
             self._lengths = [pair_lengths(self.labelled)]
         while len(self._lengths) < 1 + len(self.segments):
@@ -160,11 +160,12 @@ def _segment_jsonl(segment: Dataset) -> str:
 
 
 def pair_lengths(dataset: Dataset) -> np.ndarray:
-    """Token length of the longer side of each tokenized pair (the padded width it costs in a batch)."""
+    """`(len(dataset), 2)` token lengths of the chosen and rejected sides of each tokenized pair (for `score_margins`,
+    which batches sequences by their own length)."""
     table = dataset.with_format("arrow")[:]  # honours select/filter index mappings
     chosen = pc.list_value_length(table["chosen_ids"]).to_numpy(zero_copy_only=False)
     rejected = pc.list_value_length(table["rejected_ids"]).to_numpy(zero_copy_only=False)
-    return np.maximum(chosen, rejected).astype(np.int64)
+    return np.stack([chosen, rejected], axis=1).astype(np.int64)
 
 
 def dataset_fetch(dataset: Dataset):
