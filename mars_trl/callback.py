@@ -8,7 +8,7 @@ import logging
 import numpy as np
 from transformers import TrainerCallback
 
-from .margins import MarginTable, margin_statistics, sampling_weights
+from .margins import MarginTable, margin_statistics, sampling_statistics, sampling_weights
 from .scoring import score_margins
 from .state import has_state, load_state, save_state
 
@@ -117,10 +117,10 @@ class MarsCallback(TrainerCallback):
                 standardize=self.mars.margin_standardize,
             )
             self.sampler.set_weights(weights)
-            sampled = margin_statistics(table.values, weights)
-            for key in ("ess", "ess_fraction", "curvature_sampled", "curvature_ratio"):
-                stats[key] = sampled[key]
-            stats["curvature_pool_uniform"] = sampled["curvature_uniform"]
+            # Over the whole pool, without margin_statistics' quantiles (0.4 s at 1e7 pairs).
+            sampled = sampling_statistics(table.values, weights)
+            stats["curvature_pool_uniform"] = sampled.pop("curvature_uniform")
+            stats.update(sampled)
         else:
             self.sampler.set_pool_size(len(self.pool))
         stats["pool_size"] = float(len(self.pool))

@@ -63,9 +63,8 @@ def bt_curvature(margins: np.ndarray) -> np.ndarray:
 
 def margin_statistics(margins: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
     """
-    Figures logged at each refresh: margin mean/std/quantiles, fraction mis-ranked, and, for the sampling weights, the
-    effective sample size and the average BT curvature under the sampling distribution versus uniform (the paper's
-    argument: sampling where sigma'(D) is large carries more information per step).
+    Figures logged at each refresh: margin mean/std/quantiles, fraction mis-ranked, the mean BT curvature, and, given
+    the sampling weights, [`sampling_statistics`].
     """
     m = np.asarray(margins, dtype=np.float64)
     q10, q25, q50, q75, q90 = np.quantile(m, [0.1, 0.25, 0.5, 0.75, 0.9])
@@ -82,13 +81,31 @@ def margin_statistics(margins: np.ndarray, weights: np.ndarray | None = None) ->
         "curvature_uniform": float(curvature.mean()),
     }
     if weights is not None:
-        w = np.asarray(weights, dtype=np.float64)
-        ess = float(w.sum() ** 2 / np.square(w).sum())
-        stats["ess"] = ess
-        stats["ess_fraction"] = ess / m.size
-        stats["curvature_sampled"] = float((w * curvature).sum() / w.sum())
-        stats["curvature_ratio"] = stats["curvature_sampled"] / max(stats["curvature_uniform"], 1e-12)
+        stats.update(sampling_statistics(m, weights, curvature))
     return stats
+
+
+def sampling_statistics(
+    margins: np.ndarray, weights: np.ndarray, curvature: np.ndarray | None = None
+) -> dict[str, float]:
+    """
+    The effective sample size of the sampling weights and the mean BT curvature under them versus uniform (the
+    paper's argument: sampling where sigma'(D) is large carries more information per step). `curvature`, when the
+    caller has it, is `bt_curvature(margins)`.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if curvature is None:
+        curvature = bt_curvature(margins)
+    ess = float(w.sum() ** 2 / np.dot(w, w))
+    uniform = float(curvature.mean())
+    sampled = float(np.dot(w, curvature) / w.sum())
+    return {
+        "ess": ess,
+        "ess_fraction": ess / w.size,
+        "curvature_uniform": uniform,
+        "curvature_sampled": sampled,
+        "curvature_ratio": sampled / max(uniform, 1e-12),
+    }
 
 
 class MarginTable:

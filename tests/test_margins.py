@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mars_trl import MarsArguments, MarsConfig
-from mars_trl.margins import MarginTable, bt_curvature, margin_statistics, sampling_weights
+from mars_trl.margins import MarginTable, bt_curvature, margin_statistics, sampling_statistics, sampling_weights
 
 finite_margins = arrays(np.float64, st.integers(1, 200), elements=st.floats(-50, 50, allow_nan=False))
 
@@ -114,3 +114,16 @@ def test_bad_configuration_names_the_field(tmp_path, field, value, message):
         MarsArguments(**{field: value})
     with pytest.raises(ValueError, match=message):
         MarsConfig(output_dir=str(tmp_path), bf16=False, **{field: value})
+
+
+def test_sampling_statistics_alone_match_the_full_statistics():
+    """The callback logs the pool's ESS and curvature without margin quantiles; the figures are the same."""
+    m = np.random.default_rng(3).normal(0.3, 1.5, 1000)
+    w = sampling_weights(m, tau=0.5, floor=0.1)
+    full = margin_statistics(m, w)
+    alone = sampling_statistics(m, w)
+    assert set(alone) == {"ess", "ess_fraction", "curvature_uniform", "curvature_sampled", "curvature_ratio"}
+    for key, value in alone.items():
+        assert value == pytest.approx(full[key], rel=1e-12)
+    # Unnormalised weights give the same figures.
+    assert sampling_statistics(m, 7 * w)["ess"] == pytest.approx(alone["ess"])
