@@ -294,14 +294,8 @@ class MarsArguments:
             raise ValueError(f"`margin_mode` must be one of {_MARGIN_MODES}, got {self.margin_mode!r}.")
         if self.margin_source not in _MARGIN_SOURCES:
             raise ValueError(f"`margin_source` must be one of {_MARGIN_SOURCES}, got {self.margin_source!r}.")
-        for name, minimum in (
-            ("margin_warmup_epochs", 0),
-            ("margin_refresh_epochs", 1),
-            ("margin_online_max_age_epochs", 0),
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+        self._check_integers(("margin_warmup_epochs", "margin_online_max_age_epochs"), minimum=0)
+        self._check_integers(("margin_refresh_epochs",), minimum=1)
         if self.augment_strategy not in _STRATEGIES:
             raise ValueError(f"`augment_strategy` must be one of {_STRATEGIES}, got {self.augment_strategy!r}.")
         if self.augmenter is not None and self.augmenter not in _AUGMENTERS:
@@ -314,19 +308,28 @@ class MarsArguments:
         ratio = self.augment_budget_ratio
         if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio >= 0):
             raise ValueError(f"`augment_budget_ratio` must be a finite number >= 0, got {ratio!r}.")
-        if self.augment_budget is not None and (not isinstance(self.augment_budget, int) or self.augment_budget < 0):
-            raise ValueError(f"`augment_budget` must be an integer >= 0 or None, got {self.augment_budget!r}.")
-        for name in (
-            "margin_num_samples",
-            "margin_scoring_batch_size",
-            "augment_max_rounds",
-            "augment_variants_per_pair",
-            "augment_batch_size",
-        ):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+        self._check_integers(("augment_budget",), minimum=0, optional=True)
+        self._check_integers(
+            (
+                "margin_num_samples",
+                "margin_scoring_batch_size",
+                "augment_max_rounds",
+                "augment_variants_per_pair",
+                "augment_batch_size",
+            ),
+            minimum=1,
+            optional=True,
+        )
         self._validate_semantic()
+
+    def _check_integers(self, names: tuple[str, ...], minimum: int, optional: bool = False) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if optional and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+                raise ValueError(f"`{name}` must be {kind}{' or None' if optional else ''}, got {value!r}.")
 
     def _validate_semantic(self) -> None:
         if self.semantic_rewriter not in _REWRITERS:
@@ -345,18 +348,11 @@ class MarsArguments:
                 f"`semantic_threshold` must lie in [0, 2] (a cosine distance) or be None (the mean distance), "
                 f"got {threshold!r}."
             )
-        for name in (
-            "semantic_embed_batch_size",
-            "semantic_max_attempts",
-            "semantic_max_new_tokens",
-            "semantic_batch_size",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        retries = self.semantic_max_retries
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValueError(f"`semantic_max_retries` must be an integer >= 0, got {retries!r}.")
+        self._check_integers(
+            ("semantic_embed_batch_size", "semantic_max_attempts", "semantic_max_new_tokens", "semantic_batch_size"),
+            minimum=1,
+        )
+        self._check_integers(("semantic_max_retries",), minimum=0)
         timeout = self.semantic_timeout
         if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"`semantic_timeout` must be a finite number of seconds > 0, got {timeout!r}.")

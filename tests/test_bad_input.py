@@ -77,5 +77,21 @@ def test_out_of_range_config(tmp_path):
         MarsConfig(**cpu_args(tmp_path, augmenter="gpt"))
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("augment_budget", True, "an integer >= 0 or None"),  # a bool is not a budget
+        ("augment_budget", -1, "an integer >= 0 or None"),
+        ("margin_refresh_epochs", 0, "a positive integer, got 0"),
+        ("margin_warmup_epochs", 1.5, "an integer >= 0, got 1.5"),
+        ("augment_batch_size", 0, "a positive integer or None"),
+        ("semantic_max_retries", -1, "an integer >= 0, got -1"),
+    ],
+)
+def test_integer_fields_name_the_field_and_the_range(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=f"`{field}` must be {message}"):
+        MarsConfig(**cpu_args(tmp_path, **{field: value}))
+
+
 def test_trust_remote_code_stays_off(tmp_path):
     assert MarsConfig(**cpu_args(tmp_path)).trust_remote_code is False
