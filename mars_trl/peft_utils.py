@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import gc
 import importlib.util
 import logging
 import os
@@ -668,11 +667,3 @@ def prepare_peft_training(model, args, quantization_config=None, peft_config=Non
         model = prepare_kbit_model(model, args.gradient_checkpointing, args.gradient_checkpointing_kwargs)
     return model, quantization_config, peft_config
 
-
-def free_accelerator_memory() -> None:
-    """Give cached accelerator memory back (after a scoring pass), so the next training step has it."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    if hasattr(torch, "xpu") and torch.xpu.is_available():
-        torch.xpu.empty_cache()
