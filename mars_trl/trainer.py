@@ -208,7 +208,11 @@ class MarsRewardTrainer(RewardTrainer):
             )
         self.train_dataset = self.train_dataset.add_column(INDEX_COLUMN, np.arange(len(self.train_dataset)))
         self.data_collator = _IndexCarryingCollator(self.data_collator)
-        self._mars_pool = PairPool(self.train_dataset, INDEX_COLUMN, extra_columns=("margin",))
+        columns = None
+        if self.args.remove_unused_columns:
+            self._set_signature_columns_if_needed()
+            columns = tuple(self._signature_columns)
+        self._mars_pool = PairPool(self.train_dataset, INDEX_COLUMN, extra_columns=("margin",), columns=columns)
         self._mars_refiner = None
         if augmenter is not None:
             if self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0:

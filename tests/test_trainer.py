@@ -117,6 +117,48 @@ def test_plain_reward_config_trains_with_mars_defaults(tmp_path, standard_rows, 
     assert len(mars_logs(trainer)) == 1
 
 
+@pytest.mark.parametrize("remove_unused_columns", [True, False])
+def test_training_batches_read_only_the_columns_trainer_keeps(
+    tmp_path, standard_rows, decoder_tokenizer, remove_unused_columns
+):
+    """Trainer drops unused columns of a `datasets.Dataset` before reading; the pool does the same for its reads."""
+    data = to_format(standard_rows, conversational=True, explicit_prompt=True)
+    data = data.add_column("margin", [0.5] * len(data))
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(**cpu_args(tmp_path, remove_unused_columns=remove_unused_columns, augmenter="perturbation")),
+        train_dataset=data,
+        processing_class=decoder_tokenizer,
+    )
+    pool = trainer.pool
+    pool.append(
+        [
+            {
+                "chosen_ids": [5, 6],
+                "rejected_ids": [7],
+                "margin": 0.5,
+                "mars_source": 0,
+                "mars_round": 1,
+                "mars_variant": 0,
+            }
+        ]
+    )
+    labelled, augmented = pool.__getitems__([3, len(pool) - 1])
+    if remove_unused_columns:
+        assert set(labelled) == {"chosen_ids", "rejected_ids", "margin", INDEX_COLUMN}
+        assert set(augmented) == {"chosen_ids", "rejected_ids", "margin", INDEX_COLUMN}
+    else:
+        assert {"prompt", "chosen", "rejected", "chosen_ids", "margin", INDEX_COLUMN} <= set(labelled)
+        assert {"mars_source", "mars_round", INDEX_COLUMN} <= set(augmented)
+    assert labelled[INDEX_COLUMN] == 3 and augmented[INDEX_COLUMN] == len(pool) - 1
+    assert augmented["chosen_ids"] == [5, 6]
+    assert pool[len(pool) - 1]["mars_source"] == 0 and "prompt" in pool[3]  # indexing one row gives all of it
+    chosen, rejected = pool.fetch([len(pool) - 1, 3])
+    assert chosen[0] == [5, 6] and rejected[1] == labelled["rejected_ids"]
+    trainer.train()  # and a run reads its batches that way
+    assert trainer.state.global_step > 0
+
+
 def test_mars_off_is_exactly_reward_trainer(tmp_path, standard_rows, decoder_tokenizer):
     data = to_format(standard_rows, False, True)
     runs = []
