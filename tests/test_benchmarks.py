@@ -1,0 +1,48 @@
+"""The bookkeeping benchmark still runs end to end, at toy sizes, as a subprocess. No figure is asserted: only that it
+completes, writes its JSON and markdown, and adds its parts up as documented."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script: str, *args: str) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def _results(output_dir, name: str) -> dict:
+    assert os.path.isfile(os.path.join(output_dir, f"{name}.md"))
+    with open(os.path.join(output_dir, f"{name}.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_bookkeeping_runs_at_toy_sizes(tmp_path):
+    out = _run(
+        "bookkeeping.py",
+        *("--sizes", "1e3", "1e4", "--pool_sizes", "1e3", "--round_sizes", "1e2", "--repeats", "1"),
+        *("--output_dir", str(tmp_path)),
+    )
+    assert "MARS's own per epoch" in out
+    result = _results(tmp_path, "bookkeeping")
+    assert [r["size"] for r in result["epoch"]] == [1000, 10000]
+    for r in result["epoch"]:
+        # MARS's own share counts the index hand-out only beyond what the stock RandomSampler costs.
+        ops = r["ops"]
+        beyond_stock = max(0.0, ops["sampler_iter"] - ops["random_sampler_iter"])
+        assert r["own_seconds"] == pytest.approx(r["epoch_seconds"] - ops["sampler_iter"] + beyond_stock)
+        assert r["epoch_with_round_seconds"] == pytest.approx(r["epoch_seconds"] + r["ops"]["allocate_mars"])
