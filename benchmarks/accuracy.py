@@ -49,7 +49,7 @@ AUGMENTING = ("uniform", "west_of_n", "mars", "mars_semantic")
 MIN_CROSS_PAIRS = 30
 
 # Sized for about 2 hours on 2 CPU cores: 1,655 of the 2,303 HH pairs fit in 96 tokens (1,000 to train, 600 to test);
-# at 128 tokens the same plan costs ~1.4x.
+# at 128 tokens the same plan was estimated (from the cost per token) at ~1.4x that.
 FULL = dict(
     train_sizes=[250, 500, 1000],
     seeds=[0, 1, 2],

@@ -166,8 +166,8 @@ def score_pairs(
     model with one label), prepared exactly as `MarsRewardTrainer` prepares training data (see [`prepare_pairs`]).
 
     The pass is MARS's margin-scoring pass ([`score_margins`]): eval mode, no gradient, batches of `2 * batch_size`
-    sequences sorted by length (longest first, so an out-of-memory shows up at once; less padding), a progress bar. The model's training mode is
-    restored afterwards. `max_length` is the training filter: pairs with a side longer than it are dropped and counted
+    sequences sorted by length (longest first, so an out-of-memory shows up at once; less padding), a progress bar.
+    The model's training mode is restored afterwards. `max_length` is the training filter: pairs with a side longer than it are dropped and counted
     in `num_dropped` (pass the training run's value, or None to keep every pair). With `trainer` given, its own data
     preparation, `max_length` and tokenizer are used. `subset_column` (default `"subset"`), when present, labels each
     pair for the per-subset breakdown of [`PairScores.metrics`].
