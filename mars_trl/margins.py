@@ -34,41 +34,60 @@ def sampling_weights(
     m = np.asarray(margins, dtype=np.float64)
     if m.ndim != 1 or m.size == 0:
         raise ValueError(f"`margins` must be a non-empty 1-D array, got shape {m.shape}.")
-    bad = np.flatnonzero(~np.isfinite(m))
-    if bad.size:
+    if not np.isfinite(m).all():
+        bad = np.flatnonzero(~np.isfinite(m))
         raise ValueError(
             f"Margin of pair {int(bad[0])} is {m[bad[0]]} ({bad.size} non-finite margins in all). The reward model "
             "produced NaN/inf rewards: lower the learning rate, check the data of that pair, or disable fp16."
         )
     if mode == "absolute":
-        m = np.abs(m)
-    elif mode != "signed":
+        w = np.abs(m)
+    elif mode == "signed":
+        w = m.copy()
+    else:
         raise ValueError(f"`mode` must be 'signed' or 'absolute', got {mode!r}.")
+    # One buffer, updated in place: at 1e7 pairs every fresh temporary costs ~40 ms of page faults.
     if standardize:
-        std = m.std()
-        m = (m - m.mean()) / std if std > 0 else np.zeros_like(m)
-    logits = -tau * m
-    logits -= logits.max()  # stable softmax
-    q = np.exp(logits)
-    q /= q.sum()
-    w = (1.0 - floor) * q + floor / m.size
-    return w / w.sum()
+        std = w.std()
+        if std > 0:
+            w -= w.mean()
+            w /= std
+        else:
+            w[:] = 0.0
+    w *= -tau
+    w -= w.max()  # stable softmax
+    np.exp(w, out=w)
+    w /= w.sum()
+    if floor:
+        w *= 1.0 - floor
+        w += floor / m.size
+    w /= w.sum()
+    return w
 
 
 def bt_curvature(margins: np.ndarray) -> np.ndarray:
     """sigma'(D) = sigma(D) * (1 - sigma(D)): the Bradley-Terry loss curvature, largest (1/4) at D = 0."""
-    s = 1.0 / (1.0 + np.exp(-np.asarray(margins, dtype=np.float64)))
-    return s * (1.0 - s)
+    # As e^-|D| / (1 + e^-|D|)^2: no overflow, no cancellation in 1 - sigma(D) for large D, and two buffers.
+    c = np.abs(np.asarray(margins, dtype=np.float64))
+    np.negative(c, out=c)
+    np.exp(c, out=c)
+    denominator = c + 1.0
+    denominator *= denominator
+    c /= denominator
+    return c
 
 
-def margin_statistics(margins: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+def margin_statistics(
+    margins: np.ndarray, weights: np.ndarray | None = None, curvature: np.ndarray | None = None
+) -> dict[str, float]:
     """
     Figures logged at each refresh: margin mean/std/quantiles, fraction mis-ranked, the mean BT curvature, and, given
-    the sampling weights, [`sampling_statistics`].
+    the sampling weights, [`sampling_statistics`]. `curvature`, when the caller has it, is `bt_curvature(margins)`.
     """
     m = np.asarray(margins, dtype=np.float64)
     q10, q25, q50, q75, q90 = np.quantile(m, [0.1, 0.25, 0.5, 0.75, 0.9])
-    curvature = bt_curvature(m)
+    if curvature is None:
+        curvature = bt_curvature(m)
     stats = {
         "margin_mean": float(m.mean()),
         "margin_std": float(m.std()),
