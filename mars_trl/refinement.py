@@ -264,17 +264,12 @@ class Refiner:
         dataset = Dataset.from_list(
             [{"chosen_ids": tokens[k]["chosen_ids"], "rejected_ids": tokens[k]["rejected_ids"]} for k in keys]
         )
-        trainer = self.trainer
         result = score_margins(
-            trainer.scoring_model(),
-            dataset_fetch(dataset),
-            np.arange(len(keys)),
-            pair_lengths(dataset),
-            pad_token_id=trainer.processing_class.pad_token_id,
-            batch_size=self.mars.margin_scoring_batch_size or trainer.args.per_device_eval_batch_size,
-            accelerator=trainer.accelerator,
-            show_progress=not trainer.args.disable_tqdm,
+            fetch=dataset_fetch(dataset),
+            indices=np.arange(len(keys)),
+            lengths=pair_lengths(dataset),
             description="MARS: scoring West-of-N candidates",
+            **self.trainer.scoring_arguments(),
         )
         by_source: dict[int, list[tuple[float, int]]] = {}
         for (s, v), m in zip(keys, result.margins):

@@ -79,12 +79,14 @@ def score_margins(
     description: str = "Scoring margins",
     device: torch.device | str | None = None,
     require_finite: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> ScoringResult:
     """
     Rewards and margins of the pairs `indices`, in their order and identical on every process. `fetch(indices)`
     returns their `(chosen_ids, rejected_ids)` token lists; `lengths` is `(num_pairs, 2)`, the token lengths of each
     pair's chosen and rejected sides (see `pair_lengths`), or one length per pair. A batch holds `2 * batch_size`
-    sequences, the memory of `batch_size` pairs in a training batch.
+    sequences, the memory of `batch_size` pairs in a training batch. The forward runs under the accelerator's
+    autocast (the training's precision), or under `torch.autocast` to `autocast_dtype` when one is given.
 
     Example:
 
@@ -134,7 +136,12 @@ def score_margins(
                 "input_ids": pad(ids, padding_value=pad_token_id, padding_side="right").to(device),
                 "attention_mask": pad([torch.ones_like(s) for s in ids], padding_value=0).to(device),
             }
-            ctx = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
+            if autocast_dtype is not None:
+                ctx = torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype)
+            elif accelerator is not None:
+                ctx = accelerator.autocast()
+            else:
+                ctx = contextlib.nullcontext()
             with ctx:
                 rewards = model(**inputs, use_cache=False).logits.squeeze(-1).float()
             if real:

@@ -231,6 +231,12 @@ class MarsRewardTrainer(RewardTrainer):
             logger.warning(
                 "The semantic layer (`sharpener=` / `semantic_refine`) runs only with an augmenter: ignored."
             )
+        if self.mars_args.margin_scoring_precision == "bf16" and self.args.device.type == "cuda":
+            if not torch.cuda.is_bf16_supported():
+                raise ValueError(
+                    "`margin_scoring_precision='bf16'` needs a GPU with bfloat16 support (Ampere or newer), and "
+                    f"{torch.cuda.get_device_name()} has none: use 'auto' (score in the training's precision)."
+                )
         self._mars_callback = MarsCallback(self)
         self.add_callback(self._mars_callback)
         if self.mars_args.margin_sampling and self.args.num_train_epochs <= self.mars_args.margin_warmup_epochs:
@@ -356,6 +362,17 @@ class MarsRewardTrainer(RewardTrainer):
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return self.model_wrapped
         return self.model
+
+    def scoring_arguments(self) -> dict:
+        """What every margin-scoring pass of this run shares: model, padding, batch size, processes, precision."""
+        return dict(
+            model=self.scoring_model(),
+            pad_token_id=self.processing_class.pad_token_id,
+            batch_size=self.mars_args.margin_scoring_batch_size or self.args.per_device_eval_batch_size,
+            accelerator=self.accelerator,
+            show_progress=not self.args.disable_tqdm,
+            autocast_dtype=torch.bfloat16 if self.mars_args.margin_scoring_precision == "bf16" else None,
+        )
 
     def log_mars(self, logs: dict[str, float]) -> None:
         # `RewardTrainer.log` would fold (and clear) the running training metrics into this entry; MARS figures are

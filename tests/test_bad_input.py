@@ -75,6 +75,8 @@ def test_out_of_range_config(tmp_path):
         MarsConfig(**cpu_args(tmp_path, augment_strategy="best"))
     with pytest.raises(ValueError, match="`augmenter` must be one of"):
         MarsConfig(**cpu_args(tmp_path, augmenter="gpt"))
+    with pytest.raises(ValueError, match="`margin_scoring_precision` must be one of .* 'auto' scores in the"):
+        MarsConfig(**cpu_args(tmp_path, margin_scoring_precision="fp8"))
 
 
 @pytest.mark.parametrize(

@@ -477,3 +477,33 @@ def test_unset_bf16_means_fp32_without_a_bf16_gpu(tmp_path):
         RewardConfig(output_dir=str(tmp_path))  # what stock TRL does here
     assert MarsConfig(output_dir=str(tmp_path)).bf16 is False
     assert MarsConfig(output_dir=str(tmp_path), bf16=True, use_cpu=True).bf16 is True  # explicit values stand
+
+
+def test_bf16_scoring_precision_scores_in_bfloat16_close_to_fp32(tmp_path, standard_rows, decoder_tokenizer):
+    """`margin_scoring_precision='bf16'` runs the scoring pass (eval mode) under bfloat16 autocast while training
+    stays fp32; with lr=0 the margins it finds are the fp32 ones up to bf16 rounding."""
+    data = to_format(standard_rows, False, True)
+    margins, dtypes = {}, {}
+    for precision in ("auto", "bf16"):
+        model = make_decoder(decoder_tokenizer, seed=3)
+        seen = dtypes.setdefault(precision, {"train": set(), "eval": set()})
+        model.score.register_forward_hook(
+            lambda module, inputs, output, seen=seen: seen["train" if module.training else "eval"].add(output.dtype)
+        )
+        trainer = MarsRewardTrainer(
+            model=model,
+            args=MarsConfig(
+                **cpu_args(tmp_path / precision, num_train_epochs=2, learning_rate=0.0),
+                margin_scoring_precision=precision,
+            ),
+            train_dataset=data,
+            processing_class=decoder_tokenizer,
+        )
+        trainer.train()
+        assert mars_logs(trainer)[0]["mars/pairs_scored"] == 48
+        margins[precision] = trainer.margins
+    assert dtypes["auto"] == {"train": {torch.float32}, "eval": {torch.float32}}
+    assert dtypes["bf16"] == {"train": {torch.float32}, "eval": {torch.bfloat16}}
+    scale = np.abs(margins["auto"]).max()
+    assert not np.array_equal(margins["bf16"], margins["auto"])
+    np.testing.assert_allclose(margins["bf16"], margins["auto"], atol=0.05 * scale)
