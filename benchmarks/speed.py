@@ -7,6 +7,8 @@ user turn, pairs over `--max_length` tokens left out), with the same arguments a
 - `trl`: `trl.RewardTrainer` itself, on the pairs pre-tokenized exactly as MarsRewardTrainer prepares them (stock
   RewardTrainer cannot prepare text for MiniLM, which has no eos token; pre-tokenized input skips that step);
 - `full` (a): MARS sampling only, every pair re-scored by a forward pass at each refresh (`margin_source="full"`);
+- `full_bf16` (a): the same with `margin_scoring_precision="bf16"`: the scoring pass under bfloat16 autocast while
+  training stays fp32;
 - `online` (b): MARS sampling only, margins taken from the training steps (`margin_source="online"`);
 - `augment` (c): sampling plus self-refinement rounds with the perturbation augmenter (budget = the labelled set per
   round, strategy `mars`), on the text of the same pairs; generation time is reported on its own.
@@ -36,14 +38,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 DATASET = "hh_rlhf_harmless_base_test"
-CONFIGS = ("trl", "full", "online", "augment")
+CONFIGS = ("trl", "full", "full_bf16", "online", "augment")
 LABELS = {
     "trl": "trl.RewardTrainer",
     "full": "(a) MARS sampling, full re-scoring",
+    "full_bf16": "(a) the same, bf16 scoring pass",
     "online": "(b) MARS sampling, online margins",
     "augment": "(c) MARS + augmentation rounds",
 }
-TARGETS = {"full": 1.15, "online": 1.03}
+TARGETS = {"full": 1.15, "full_bf16": 1.15, "online": 1.03}
 
 
 def parse_args(argv=None):
@@ -126,7 +129,9 @@ def load_data(args, tokenizer):
     rng = np.random.default_rng(args.seed)
     chosen = np.sort(rng.choice(rows, size=min(args.num_pairs, rows.size), replace=False))
     text = data.select(chosen.tolist())
-    tokenized = prepare_pairs(text, tokenizer, max_length=args.max_length).select_columns(["chosen_ids", "rejected_ids"])
+    tokenized = prepare_pairs(text, tokenizer, max_length=args.max_length).select_columns(
+        ["chosen_ids", "rejected_ids"]
+    )
     return text, tokenized
 
 
@@ -166,6 +171,8 @@ def train_once(args, config: str, text, tokenized, workdir: str) -> dict:
         )
     else:
         mars = {"margin_source": "online" if config == "online" else "full"}
+        if config == "full_bf16":
+            mars["margin_scoring_precision"] = "bf16"
         if config == "augment":
             mars.update(augmenter="perturbation", augment_strategy="mars", augment_variants_per_pair=4)
         trainer = MarsRewardTrainer(
@@ -202,14 +209,41 @@ def train_once(args, config: str, text, tokenized, workdir: str) -> dict:
     out["step_median"] = common.median(out["step_seconds"])
     # Time outside optimizer steps: trainer setup, epoch starts (MARS refreshes), the end of training.
     out["nonstep_seconds"] = seconds - sum(out["step_seconds"])
+    if config == "full_bf16":
+        out.update(bf16_margin_error(trainer))
     del trainer, model
     gc.collect()
     return out
 
 
+def bf16_margin_error(trainer) -> dict:
+    """How far bf16 scoring moves the trained model's margins (after timing; two untimed passes)."""
+    import numpy as np
+    import torch
+
+    from mars_trl.scoring import score_margins
+
+    kwargs = dict(trainer.scoring_arguments(), show_progress=False)
+    indices = np.arange(len(trainer.pool))
+    passes = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        kwargs["autocast_dtype"] = dtype
+        passes[name] = score_margins(
+            fetch=trainer.pool.fetch, indices=indices, lengths=trainer.pool.lengths(), **kwargs
+        ).margins
+    error = np.abs(passes["bf16"] - passes["fp32"])
+    return {
+        "bf16_margin_max_error": float(error.max()),
+        "bf16_margin_mean_error": float(error.mean()),
+        "margin_std_fp32": float(passes["fp32"].std()),
+        "bf16_sign_flips": int((np.sign(passes["bf16"]) != np.sign(passes["fp32"])).sum()),
+    }
+
+
 def scoring_versus_epoch(args, tokenized, tokenizer) -> dict:
     """One scoring pass over the pairs, four ways, on a fresh model (costs do not depend on the weights)."""
     import numpy as np
+    import torch
 
     from mars_trl.pool import dataset_fetch, pair_lengths
     from mars_trl.scoring import score_margins
@@ -230,6 +264,23 @@ def scoring_versus_epoch(args, tokenized, tokenizer) -> dict:
             model, fetch, indices, keys, tokenizer.pad_token_id, batch, accelerator=None, show_progress=False
         )
         out[name] = result.seconds
+        if name == "sorted":
+            reference = result.margins
+    bf16 = score_margins(
+        model,
+        fetch,
+        np.arange(n),
+        lengths,
+        tokenizer.pad_token_id,
+        args.eval_batch_size,
+        accelerator=None,
+        show_progress=False,
+        autocast_dtype=torch.bfloat16,
+    )
+    out["sorted_bf16"] = bf16.seconds
+    # How far bf16 moves the margins, against their spread (the pass runs on the fresh model, so both are small).
+    out["bf16_margin_error"] = float(np.abs(bf16.margins - reference).max())
+    out["margin_std"] = float(reference.std())
     del model
     gc.collect()
     return out
@@ -312,28 +363,58 @@ def summarise(args, runs: list[dict], scoring: list[dict]) -> tuple[dict, str]:
     epoch_best = steps_per_epoch * min(r["step_median"] for r in by["trl"])
     sc_summary = {"epoch_seconds_trl": epoch, "epoch_seconds_trl_best": epoch_best}
     sc_rows = [
-        ["one training epoch, trl.RewardTrainer (steps x median step)", f"{epoch:.2f}", "1.000x", f"{epoch_best:.2f}", "1.000x"]
+        [
+            "one training epoch, trl.RewardTrainer (steps x median step)",
+            f"{epoch:.2f}",
+            "1.000x",
+            f"{epoch_best:.2f}",
+            "1.000x",
+        ]
     ]
     for name, label in (
         ("in_run", "MARS refresh inside run (a), per pass"),
+        ("in_run_bf16", "MARS refresh inside run (a) with bf16 scoring, per pass"),
         ("sorted", "score_margins, sequences sorted by length (as MARS)"),
+        ("sorted_bf16", "the same pass under bf16 autocast (margin_scoring_precision='bf16')"),
         ("pair_sorted", "same pass, pairs sorted by their longer side"),
         ("dataset_order", "same pass, dataset order"),
         ("random_train_batches", "forward only, random batches of the training size"),
     ):
-        if name == "in_run":
-            values = [e["scoring_seconds"] for r in by.get("full", []) for e in r["refreshes"] if "scoring_seconds" in e]
+        if name.startswith("in_run"):
+            run = "full_bf16" if name == "in_run_bf16" else "full"
+            values = [e["scoring_seconds"] for r in by.get(run, []) for e in r["refreshes"] if "scoring_seconds" in e]
+            if not values:
+                continue
         else:
             values = [s[name] for s in scoring]
         seconds, best = common.median(values), min(values) if values else float("nan")
         ratio, ratio_best = seconds / epoch, best / epoch_best
-        sc_summary[name] = {"seconds": seconds, "ratio_to_epoch": ratio, "best_seconds": best, "best_ratio": ratio_best}
-        target = " (target <= 0.35x: " + ("met)" if ratio <= 0.35 else "MISSED)") if name == "in_run" else ""
+        sc_summary[name] = {
+            "seconds": seconds,
+            "ratio_to_epoch": ratio,
+            "best_seconds": best,
+            "best_ratio": ratio_best,
+        }
+        target = " (target <= 0.35x: " + ("met)" if ratio <= 0.35 else "MISSED)") if name.startswith("in_run") else ""
         sc_rows.append([label, f"{seconds:.2f}", f"{ratio:.3f}x{target}", f"{best:.2f}", f"{ratio_best:.3f}x"])
     table2 = common.markdown_table(
         ["pass over the same pairs", "seconds (median)", "ratio to epoch", "seconds (best)", "ratio (best)"], sc_rows
     )
-    return {"configs": summary, "scoring": sc_summary}, table1 + "\n\n" + table2
+    text = table1 + "\n\n" + table2
+    trained = by.get("full_bf16", [])
+    if trained:
+        error = {
+            k: common.median([r[k] for r in trained])
+            for k in ("bf16_margin_max_error", "bf16_margin_mean_error", "margin_std_fp32", "bf16_sign_flips")
+        }
+        sc_summary["bf16_margins_after_training"] = error
+        text += (
+            f"\n\nbf16 against fp32 scoring of the trained model (run (a) bf16, all {trained[0]['pool_size']} pairs, "
+            f"medians over repeats): max |error| {error['bf16_margin_max_error']:.4f}, mean "
+            f"{error['bf16_margin_mean_error']:.4f}, margin std {error['margin_std_fp32']:.3f}, "
+            f"{error['bf16_sign_flips']:.0f} pairs change sign."
+        )
+    return {"configs": summary, "scoring": sc_summary}, text
 
 
 def main(argv=None) -> dict:
