@@ -79,7 +79,9 @@ class MarsCallback(TrainerCallback):
             description=f"MARS: scoring {indices.size} pairs (epoch {epoch})",
             **self.trainer.scoring_arguments(),
         )
-        self._ensure_table().update(result.indices, result.margins, epoch)
+        table = self._ensure_table()
+        # `indices` is either every pair in order or sorted stale ones: all of them means the whole table.
+        table.update(None if indices.size == len(table) else result.indices, result.margins, epoch)
         return result
 
     def refresh(self, epoch: int) -> dict[str, float]:

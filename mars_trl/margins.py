@@ -153,7 +153,11 @@ class MarginTable:
         return self.values.size
 
     def update(self, indices, values, epoch: int) -> None:
-        indices = np.asarray(indices, dtype=np.int64)
+        """Set the margins of `indices`; `indices=None` sets every pair's (a full refresh, without fancy indexing)."""
+        if indices is None:
+            indices = slice(None)
+        else:
+            indices = np.asarray(indices, dtype=np.int64)
         self.values[indices] = np.asarray(values, dtype=np.float64)
         self.epoch[indices] = epoch
 

@@ -127,3 +127,12 @@ def test_sampling_statistics_alone_match_the_full_statistics():
         assert value == pytest.approx(full[key], rel=1e-12)
     # Unnormalised weights give the same figures.
     assert sampling_statistics(m, 7 * w)["ess"] == pytest.approx(alone["ess"])
+
+
+def test_table_update_of_every_pair_without_indices():
+    table = MarginTable(4)
+    table.update([1], [9.0], epoch=0)
+    table.update(None, [0.5, -1.0, 2.0, 3.0], epoch=2)
+    assert table.values.tolist() == [0.5, -1.0, 2.0, 3.0]
+    assert table.epoch.tolist() == [2, 2, 2, 2]
+    assert table.stale(epoch=3, max_age=1).tolist() == []
