@@ -128,9 +128,9 @@ class MarsArguments:
         metadata={
             "help": "Precision of the margin-scoring pass. 'auto': the training's (bf16/fp16 autocast when mixed "
             "precision is on, else the model's dtype). 'bf16': bfloat16 autocast even when training in fp32, about "
-            "1.8x faster on hardware with bf16 units (measured on a CPU in docs/benchmarks.md); margins move by ~1e-3 "
-            "of the reward scale, which changes sampling weights by ~0.1% at tau=0.5. Needs bf16 support on the "
-            "training device.",
+            "twice as fast on hardware with bf16 units (docs/benchmarks.md). bf16 keeps 8 significant bits, so a "
+            "margin moves by up to ~1-2% of the rewards' size: a sampling weight by exp(tau x that), and pairs with "
+            "margins smaller than it can change sign in the logged statistics. Needs bf16 support on the device.",
             "choices": list(_SCORING_PRECISIONS),
         },
     )
