@@ -126,6 +126,25 @@ def parse_strategy(spec: str) -> tuple[str, dict]:
     return name, overrides
 
 
+def mars_settings(spec: str, args, size: int) -> dict:
+    """The MarsConfig fields of a strategy spec at `size` labelled pairs: the strategy's, then its overrides."""
+    name, overrides = parse_strategy(spec)
+    mars = {"use_mars": name != "plain"}
+    if name in AUGMENTING:
+        mars.update(
+            augmenter="perturbation",
+            augment_strategy="mars" if name == "mars_semantic" else name,
+            augment_budget=int(round(args.budget_ratio * size)),
+            augment_variants_per_pair=args.variants_per_pair,
+        )
+    elif name == "none":
+        mars.update(augment_strategy="none")
+    if "augment_budget_ratio" in overrides:
+        mars.pop("augment_budget")  # an explicit budget would take precedence over the spec's ratio
+    mars.update(overrides)
+    return mars
+
+
 def semantic_layer(args):
     """The MARS v2 semantic layer for `mars_semantic`: (factory or None, reason it cannot run)."""
     if not args.rewriter_model:
@@ -200,17 +219,7 @@ def run_cell(args, spec: str, seed: int, size: int, data: dict, evaluate_cross: 
     name, overrides = parse_strategy(spec)
     model, tokenizer = common.load_backbone(args.model, seed)
     train = data["train"].select(range(size))
-    mars = {"use_mars": name != "plain"}
-    if name in AUGMENTING:
-        mars.update(
-            augmenter="perturbation",
-            augment_strategy="mars" if name == "mars_semantic" else name,
-            augment_budget=int(round(args.budget_ratio * size)),
-            augment_variants_per_pair=args.variants_per_pair,
-        )
-    elif name == "none":
-        mars.update(augment_strategy="none")
-    mars.update(overrides)
+    mars = mars_settings(spec, args, size)
     with tempfile.TemporaryDirectory() as output_dir:
         config = MarsConfig(
             output_dir=output_dir,

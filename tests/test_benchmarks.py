@@ -1,5 +1,6 @@
-"""The bookkeeping benchmark still runs end to end, at toy sizes, as a subprocess. No figure is asserted: only that it
-completes, writes its JSON and markdown, and adds its parts up as documented."""
+"""The benchmarks still work: the bookkeeping script end to end at toy sizes, as a subprocess, and the accuracy
+script's strategy specs. No figure is asserted: only that a run completes, writes its JSON and markdown, and adds its
+parts up as documented."""
 
 import json
 import os
@@ -46,3 +47,24 @@ def test_bookkeeping_runs_at_toy_sizes(tmp_path):
         beyond_stock = max(0.0, ops["sampler_iter"] - ops["random_sampler_iter"])
         assert r["own_seconds"] == pytest.approx(r["epoch_seconds"] - ops["sampler_iter"] + beyond_stock)
         assert r["epoch_with_round_seconds"] == pytest.approx(r["epoch_seconds"] + r["ops"]["allocate_mars"])
+
+
+def test_accuracy_strategy_overrides_reach_the_config():
+    """A spec's fields win over the strategy's: `augment_budget_ratio` must not be masked by the matched budget."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.pop(0)
+    args = accuracy.parse_args(["--quick"])
+    assert accuracy.mars_settings("plain", args, 100) == {"use_mars": False}
+    assert accuracy.mars_settings("mars", args, 100)["augment_budget"] == 100
+    ratio = accuracy.mars_settings("mars:augment_budget_ratio=3.0,margin_tau=2", args, 100)
+    assert "augment_budget" not in ratio and ratio["augment_budget_ratio"] == 3.0 and ratio["margin_tau"] == 2
+    assert accuracy.mars_settings("none:margin_uniform_floor=0.5", args, 100) == {
+        "use_mars": True,
+        "augment_strategy": "none",
+        "margin_uniform_floor": 0.5,
+    }
+    with pytest.raises(SystemExit, match="not a MARS field"):
+        accuracy.mars_settings("mars:tau=2", args, 100)
