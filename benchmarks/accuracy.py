@@ -399,20 +399,19 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
     for spec, cs in main.items():
         if not cs[0]["rounds"] and cs[0]["name"] == "plain":
             continue
-        rounds = [r for c in cs for r in c["rounds"]]
         aug_rows.append(
             [
                 spec,
                 f"{common.median([c['pool_size'] for c in cs]):.0f}",
-                str(sum(r["added"] for r in rounds)),
-                str(sum(r["dropped_max_length"] for r in rounds)),
+                f"{common.median([sum(r['added'] for r in c['rounds']) for c in cs]):.0f}",
+                f"{common.median([sum(r['dropped_max_length'] for r in c['rounds']) for c in cs]):.0f}",
                 f"{common.median([c['scoring_seconds'] for c in cs]):.1f}",
                 f"{common.median([c['generation_seconds'] for c in cs]):.1f}",
             ]
         )
     if aug_rows:
         parts.append(
-            "## What MARS did (main cells)\n\n"
+            "## What MARS did (main cells, medians over seeds; pairs summed over a run's rounds)\n\n"
             + common.markdown_table(
                 ["strategy", "final pool", "augmented pairs added", "variants over max_length", "scoring s", "generation s"],
                 aug_rows,
