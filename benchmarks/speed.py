@@ -20,7 +20,7 @@ compares the margin-scoring pass with one training epoch over the same pairs: MA
 side, the same pass in dataset order, and a forward pass in training-sized random batches.
 
 ```
-python benchmarks/speed.py                      # 128 pairs, 3 epochs, 4 repeats: about 12 minutes on 2 idle cores
+python benchmarks/speed.py                      # 128 pairs, 3 epochs, 4 repeats: about 19 minutes on 2 idle cores
 python benchmarks/speed.py --quick              # smoke run: 64 pairs, 1 repeat
 ```
 """
@@ -183,6 +183,17 @@ def train_once(args, config: str, text, tokenized, workdir: str) -> dict:
             callbacks=[timer],
         )
     trainer.remove_callback(PrinterCallback)  # disable_tqdm=True would print every log dict
+    # Padded tokens per batch: MARS samples other pairs than RewardTrainer's shuffle, so its batches pad to other
+    # lengths; this tells a step that costs more because it holds more tokens from one that does more work.
+    padded_tokens: list[int] = []
+    collate = trainer.data_collator
+
+    def counting_collator(features):
+        batch = collate(features)
+        padded_tokens.append(int(batch["input_ids"].numel()))
+        return batch
+
+    trainer.data_collator = counting_collator
     start, cpu_start = time.perf_counter(), time.process_time()
     trainer.train()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -207,6 +218,7 @@ def train_once(args, config: str, text, tokenized, workdir: str) -> dict:
         **timings(timer),
     }
     out["step_median"] = common.median(out["step_seconds"])
+    out["padded_tokens_per_step"] = sum(padded_tokens) / max(len(padded_tokens), 1)
     # Time outside optimizer steps: trainer setup, epoch starts (MARS refreshes), the end of training.
     out["nonstep_seconds"] = seconds - sum(out["step_seconds"])
     if config == "full_bf16":
@@ -313,6 +325,8 @@ def summarise(args, runs: list[dict], scoring: list[dict]) -> tuple[dict, str]:
             "cpu_ratio": common.median([r["cpu_seconds"] for r in group]) / cpu_trl,
             "wall_ratio_per_repeat": wall,
             "step_ratio": step_x / step_trl,
+            "tokens_ratio": common.median([r["padded_tokens_per_step"] for r in group])
+            / common.median([r["padded_tokens_per_step"] for r in by["trl"]]),
             "scoring_seconds": common.median([r["scoring_seconds"] for r in group]),
             "generation_seconds": common.median([r["generation_seconds"] for r in group]),
             "augment_seconds": common.median([r["augment_seconds"] for r in group]),
@@ -329,6 +343,7 @@ def summarise(args, runs: list[dict], scoring: list[dict]) -> tuple[dict, str]:
                 f"{entry['train_seconds']:.1f}",
                 f"{step_x:.3f}",
                 f"{entry['step_ratio']:.3f}x",
+                f"{entry['tokens_ratio']:.3f}x",
                 f"{nonstep_x:.1f}",
                 f"{entry['ratio']:.3f}x",
                 f"{entry['best_ratio']:.3f}x",
@@ -346,6 +361,7 @@ def summarise(args, runs: list[dict], scoring: list[dict]) -> tuple[dict, str]:
         "train s",
         "median step s",
         "step ratio",
+        "padded tokens per step, ratio",
         "outside-step s",
         "ratio",
         "best-repeat ratio",
