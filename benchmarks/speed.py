@@ -22,6 +22,7 @@ side, the same pass in dataset order, and a forward pass in training-sized rando
 ```
 python benchmarks/speed.py                      # 128 pairs, 3 epochs, 4 repeats: about 19 minutes on 2 idle cores
 python benchmarks/speed.py --quick              # smoke run: 64 pairs, 1 repeat
+python benchmarks/speed.py --data_path_only     # the DataLoader alone, per batch, beside RewardTrainer's: seconds
 ```
 """
 
@@ -63,6 +64,9 @@ def parse_args(argv=None):
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="64 pairs, 1 repeat (a smoke run, figures not stable)")
+    parser.add_argument(
+        "--data_path_only", action="store_true", help="only time the per-step data path (no model steps), then exit"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.num_pairs, args.repeats = 64, 1
@@ -228,6 +232,50 @@ def train_once(args, config: str, text, tokenized, workdir: str) -> dict:
     return out
 
 
+def data_path(args, tokenized, repeats: int = 5) -> dict:
+    """Milliseconds per batch of iterating the training DataLoader (sampler, dataset reads, collator; no model) of
+    trl.RewardTrainer and of MarsRewardTrainer drawing from margin weights, interleaved, over the same pairs."""
+    import numpy as np
+    import torch
+    from trl import RewardConfig, RewardTrainer
+
+    from mars_trl import MarsConfig, MarsRewardTrainer
+
+    model, tokenizer = common.load_backbone(args.model, args.seed)
+    base = dict(
+        per_device_train_batch_size=args.batch_size,
+        max_length=args.max_length,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    with tempfile.TemporaryDirectory() as workdir:
+        trainers = {
+            "trl": RewardTrainer(
+                model=model, args=RewardConfig(workdir, **base), train_dataset=tokenized, processing_class=tokenizer
+            ),
+            "mars": MarsRewardTrainer(
+                model=model, args=MarsConfig(workdir, **base), train_dataset=tokenized, processing_class=tokenizer
+            ),
+        }
+        mars = trainers["mars"]
+        mars.get_train_dataloader()  # creates the sampler; weights as after a refresh
+        mars.margin_sampler.set_weights(np.random.default_rng(args.seed).random(len(tokenized)))
+        times = {name: [] for name in trainers}
+        for _ in range(repeats):
+            for name, trainer in trainers.items():
+                start, batches = time.perf_counter(), 0
+                for _batch in trainer.get_train_dataloader():
+                    batches += 1
+                times[name].append((time.perf_counter() - start) / batches * 1000)
+    del trainers, model, tokenizer
+    gc.collect()
+    return {name: {"ms_per_batch": common.median(v), "runs": v} for name, v in times.items()}
+
+
 def bf16_margin_error(trainer) -> dict:
     """How far bf16 scoring moves the trained model's margins (after timing; two untimed passes)."""
     import numpy as np
@@ -319,6 +367,9 @@ def summarise(args, runs: list[dict], scoring: list[dict]) -> tuple[dict, str]:
             "nonstep_seconds": nonstep_x,
             # Robust to bursts of load from other tenants: steps x the median step time, plus the time outside steps.
             "ratio": (group[0]["steps"] * step_x + nonstep_x) / robust_trl,
+            # What MARS adds outside the steps, on RewardTrainer's step time: MARS does no extra work inside a step
+            # (its data path costs what RewardTrainer's does), so this separates its cost from step-time noise.
+            "added_ratio": (group[0]["steps"] * step_trl + nonstep_x) / robust_trl,
             "wall_ratio": common.median(wall),
             # Contention only ever adds time: the least-disturbed repeat of each configuration.
             "best_ratio": min(r["train_seconds"] for r in group) / best_trl,
@@ -346,6 +397,7 @@ def summarise(args, runs: list[dict], scoring: list[dict]) -> tuple[dict, str]:
                 f"{entry['tokens_ratio']:.3f}x",
                 f"{nonstep_x:.1f}",
                 f"{entry['ratio']:.3f}x",
+                f"{entry['added_ratio']:.3f}x",
                 f"{entry['best_ratio']:.3f}x",
                 f"{entry['cpu_ratio']:.3f}x",
                 f"{entry['wall_ratio']:.3f}x ({min(wall):.2f}-{max(wall):.2f})",
@@ -364,6 +416,7 @@ def summarise(args, runs: list[dict], scoring: list[dict]) -> tuple[dict, str]:
         "padded tokens per step, ratio",
         "outside-step s",
         "ratio",
+        "outside-step time only, ratio",
         "best-repeat ratio",
         "CPU-time ratio",
         "wall ratio (range)",
@@ -452,6 +505,14 @@ def main(argv=None) -> dict:
         f"{torch.get_num_threads()}",
         flush=True,
     )
+    path = data_path(args, tokenized)
+    path_line = (
+        f"Data path per batch (sampler, dataset reads, collator; no model; medians of 5): trl.RewardTrainer "
+        f"{path['trl']['ms_per_batch']:.2f} ms, MarsRewardTrainer {path['mars']['ms_per_batch']:.2f} ms."
+    )
+    print(path_line, flush=True)
+    if args.data_path_only:
+        return {"data_path": path}
     runs, scoring = [], []
     with tempfile.TemporaryDirectory() as workdir:
         for repeat in range(args.repeats):
@@ -473,6 +534,8 @@ def main(argv=None) -> dict:
         f"{args.batch_size}, max_length {args.max_length}, scoring batch {args.eval_batch_size}; medians over "
         f"{args.repeats} interleaved repeats; ratios to trl.RewardTrainer in the same run.\n"
     )
+    table += "\n\n" + path_line
+    summary["data_path"] = path
     markdown = header + "\n" + table + "\n"
     print("\n" + table)
     paths = common.write_results(
