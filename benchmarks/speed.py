@@ -139,16 +139,12 @@ def load_data(args, tokenizer):
     return text, tokenized
 
 
-def train_once(args, config: str, text, tokenized, workdir: str) -> dict:
+def training_arguments(args, output_dir: str) -> dict:
+    """The RewardConfig / MarsConfig fields every configuration shares (CPU-friendly: no bf16, no checkpointing)."""
     import torch
-    from transformers.trainer_callback import PrinterCallback
-    from trl import RewardConfig, RewardTrainer
 
-    from mars_trl import MarsConfig, MarsRewardTrainer
-
-    model, tokenizer = common.load_backbone(args.model, args.seed)
-    base = dict(
-        output_dir=os.path.join(workdir, config),
+    return dict(
+        output_dir=output_dir,
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.eval_batch_size,
@@ -164,6 +160,16 @@ def train_once(args, config: str, text, tokenized, workdir: str) -> dict:
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+def train_once(args, config: str, text, tokenized, workdir: str) -> dict:
+    from transformers.trainer_callback import PrinterCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from mars_trl import MarsConfig, MarsRewardTrainer
+
+    model, tokenizer = common.load_backbone(args.model, args.seed)
+    base = training_arguments(args, os.path.join(workdir, config))
     timer = make_timer()
     if config == "trl":
         trainer = RewardTrainer(
@@ -236,29 +242,19 @@ def data_path(args, tokenized, repeats: int = 5) -> dict:
     """Milliseconds per batch of iterating the training DataLoader (sampler, dataset reads, collator; no model) of
     trl.RewardTrainer and of MarsRewardTrainer drawing from margin weights, interleaved, over the same pairs."""
     import numpy as np
-    import torch
     from trl import RewardConfig, RewardTrainer
 
     from mars_trl import MarsConfig, MarsRewardTrainer
 
     model, tokenizer = common.load_backbone(args.model, args.seed)
-    base = dict(
-        per_device_train_batch_size=args.batch_size,
-        max_length=args.max_length,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-    )
     with tempfile.TemporaryDirectory() as workdir:
+        base = training_arguments(args, workdir)
         trainers = {
             "trl": RewardTrainer(
-                model=model, args=RewardConfig(workdir, **base), train_dataset=tokenized, processing_class=tokenizer
+                model=model, args=RewardConfig(**base), train_dataset=tokenized, processing_class=tokenizer
             ),
             "mars": MarsRewardTrainer(
-                model=model, args=MarsConfig(workdir, **base), train_dataset=tokenized, processing_class=tokenizer
+                model=model, args=MarsConfig(**base), train_dataset=tokenized, processing_class=tokenizer
             ),
         }
         mars = trainers["mars"]
@@ -313,34 +309,26 @@ def scoring_versus_epoch(args, tokenized, tokenizer) -> dict:
     n = len(tokenized)
     order = np.random.default_rng(args.seed).permutation(n)
     out = {}
-    cases = {
-        "sorted": (np.arange(n), lengths, args.eval_batch_size),  # what MARS runs: sequences sorted by length
-        "pair_sorted": (np.arange(n), lengths.max(axis=1), args.eval_batch_size),  # both sides at the longer's rank
-        "dataset_order": (np.arange(n), np.zeros_like(lengths), args.eval_batch_size),  # stable sort keeps order
-        "random_train_batches": (order, np.zeros_like(lengths), args.batch_size),
+    cases = {  # indices, sort keys, batch size, autocast dtype
+        "sorted": (np.arange(n), lengths, args.eval_batch_size, None),  # what MARS runs: sequences sorted by length
+        "sorted_bf16": (np.arange(n), lengths, args.eval_batch_size, torch.bfloat16),  # margin_scoring_precision
+        "pair_sorted": (np.arange(n), lengths.max(axis=1), args.eval_batch_size, None),  # both at the longer's rank
+        "dataset_order": (np.arange(n), np.zeros_like(lengths), args.eval_batch_size, None),  # stable sort: order
+        "random_train_batches": (order, np.zeros_like(lengths), args.batch_size, None),
     }
-    for name, (indices, keys, batch) in cases.items():
+    for name, (indices, keys, batch, dtype) in cases.items():
         result = score_margins(
-            model, fetch, indices, keys, tokenizer.pad_token_id, batch, accelerator=None, show_progress=False
+            model,
+            fetch,
+            indices,
+            keys,
+            tokenizer.pad_token_id,
+            batch,
+            accelerator=None,
+            show_progress=False,
+            autocast_dtype=dtype,
         )
         out[name] = result.seconds
-        if name == "sorted":
-            reference = result.margins
-    bf16 = score_margins(
-        model,
-        fetch,
-        np.arange(n),
-        lengths,
-        tokenizer.pad_token_id,
-        args.eval_batch_size,
-        accelerator=None,
-        show_progress=False,
-        autocast_dtype=torch.bfloat16,
-    )
-    out["sorted_bf16"] = bf16.seconds
-    # How far bf16 moves the margins, against their spread (the pass runs on the fresh model, so both are small).
-    out["bf16_margin_error"] = float(np.abs(bf16.margins - reference).max())
-    out["margin_std"] = float(reference.std())
     del model
     gc.collect()
     return out
