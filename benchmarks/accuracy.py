@@ -140,7 +140,7 @@ def mars_settings(spec: str, args, size: int) -> dict:
     elif name == "none":
         mars.update(augment_strategy="none")
     if "augment_budget_ratio" in overrides:
-        mars.pop("augment_budget")  # an explicit budget would take precedence over the spec's ratio
+        mars.pop("augment_budget", None)  # an explicit budget would take precedence over the spec's ratio
     mars.update(overrides)
     return mars
 

@@ -66,6 +66,7 @@ def test_accuracy_strategy_overrides_reach_the_config():
         "augment_strategy": "none",
         "margin_uniform_floor": 0.5,
     }
+    assert accuracy.mars_settings("plain:augment_budget_ratio=2", args, 100)["augment_budget_ratio"] == 2
     with pytest.raises(SystemExit, match="not a MARS field"):
         accuracy.mars_settings("mars:tau=2", args, 100)
 
