@@ -38,6 +38,8 @@ class MarsCallback(TrainerCallback):
         self.trainer = trainer
         self.mars = trainer.mars_args
         self.table: MarginTable | None = None
+        #: The run's plan (set by the trainer at train start): each epoch's length and the rounds' budgets.
+        self.plan = None
         self.last_refresh_epoch = -1
         self.current_epoch = 0
         # One entry per refresh, for the report and its plots: labelled margins and the round's allocation.
@@ -63,8 +65,17 @@ class MarsCallback(TrainerCallback):
             self.table.resize(size)
         return self.table
 
+    def rounds_left(self, epoch: int) -> bool:
+        return self.refiner is not None and any(e >= epoch for e in self.plan.round_epochs)
+
+    def hardness(self, table: MarginTable) -> np.ndarray:
+        """What weights, allocation and curvature rank pairs by: D, or D - m where TRL's loss is -log sigma(D - m)
+        (a `margin` column m), since that loss is most curved at D = m."""
+        offsets = self.pool.loss_offsets()
+        return table.values if offsets is None else table.values - offsets
+
     def refresh_due(self, epoch: int) -> bool:
-        needs_margins = self.mars.margin_sampling or (self.refiner is not None and not self.refiner.exhausted())
+        needs_margins = self.mars.margin_sampling or self.rounds_left(epoch)
         if not needs_margins or epoch < self.mars.margin_warmup_epochs:
             return False
         if epoch <= self.last_refresh_epoch:  # already refreshed for this epoch (a mid-epoch resume)
@@ -92,23 +103,26 @@ class MarsCallback(TrainerCallback):
             todo = np.arange(len(table))
         seconds = self.score(todo, epoch).seconds if todo.size else 0.0
         num_labelled = self.pool.num_labelled
-        curvature = bt_curvature(table.values[:num_labelled])
+        hardness = self.hardness(table)
+        curvature = bt_curvature(hardness[:num_labelled])
         stats = margin_statistics(table.values[:num_labelled], curvature=curvature)
         stats.update({"scoring_seconds": seconds, "pairs_scored": float(todo.size), "refresh_epoch": float(epoch)})
 
         entry = {"epoch": epoch, "margins": table.values[:num_labelled].astype(np.float32), "counts": None}
         self.history.append(entry)
-        if self.refiner is not None and not self.refiner.exhausted():
-            new, report = self.refiner.run(epoch, table.values[:num_labelled].copy())
+        budget = self.plan.budget(epoch) if self.refiner is not None else 0
+        if budget:
+            new, report = self.refiner.run(epoch, hardness[:num_labelled].copy(), budget)
             entry["counts"] = self.refiner.last_counts
             table.resize(len(self.pool))
             # Until scored themselves, new pairs carry their source pair's margin (marked never measured).
             table.values[new.start : new.stop] = table.values[self.pool.sources()[-len(new) :]] if len(new) else 0.0
             stats.update({f"augment_{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))})
+            hardness = self.hardness(table)
 
         if self.mars.margin_sampling:
             weights = sampling_weights(
-                table.values,
+                hardness,
                 tau=self.mars.margin_tau,
                 mode=self.mars.margin_mode,
                 floor=self.mars.margin_uniform_floor,
@@ -118,8 +132,8 @@ class MarsCallback(TrainerCallback):
             # Over the whole pool, without margin_statistics' quantiles (0.2 s at 1e7 pairs); the labelled pairs'
             # curvature serves while the pool holds nothing else.
             if len(table) != num_labelled:
-                curvature = bt_curvature(table.values)
-            sampled = sampling_statistics(table.values, weights, curvature)
+                curvature = bt_curvature(hardness)
+            sampled = sampling_statistics(hardness, weights, curvature)
             stats["curvature_pool_uniform"] = sampled.pop("curvature_uniform")
             stats.update(sampled)
         else:
@@ -145,8 +159,13 @@ class MarsCallback(TrainerCallback):
         epoch = epoch_index(state)
         self.current_epoch = epoch
         self.sampler.set_epoch(epoch)
+        if self.plan is not None and self.mars.epoch_length == "pool":
+            self.sampler.set_length(self.plan.samples(epoch))
         if self.refresh_due(epoch):
             stats = self.refresh(epoch)
+            stats["epoch_samples"] = float(self.sampler.num_samples)
+            # Coverage beside ESS: the share of labelled pairs this epoch visits (expected, for a fixed epoch).
+            stats["labelled_seen_fraction"] = self.sampler.seen_fraction(self.pool.num_labelled)
             self.trainer.log_mars({f"mars/{k}": v for k, v in stats.items()})
 
     def record_online(self, indices: np.ndarray, margins: np.ndarray) -> None:

@@ -11,6 +11,7 @@ _MARGIN_MODES = ("signed", "absolute")
 _MARGIN_SOURCES = ("full", "online")
 _SCORING_PRECISIONS = ("auto", "bf16")
 _STRATEGIES = ("none", "uniform", "west_of_n", "mars")
+_EPOCH_LENGTHS = ("pool", "fixed")
 _AUGMENTERS = ("perturbation", "paraphrase")
 _REWRITERS = ("transformers", "openai", "none")
 _DEFAULT_EMBEDDER = "sentence-transformers/all-mpnet-base-v2"  # == mars_trl.semantic.DEFAULT_EMBEDDER (the authors')
@@ -79,11 +80,13 @@ class MarsArguments:
         },
     )
     margin_standardize: bool = field(
-        default=False,
+        default=True,
         metadata={
             "help": "Standardise margins (zero mean, unit std) before the softmax, for sampling and for the "
-            "augmentation budget, so `margin_tau` does not depend on the reward scale of the model. Without it, "
-            "margins much smaller than 1/tau (a young reward head) give nearly uniform weights."
+            "augmentation budget, so `margin_tau` does not depend on the reward scale of the model. On by default: "
+            "without it, margins much smaller than 1/tau (a young reward head, e.g. MiniLM after one epoch at lr "
+            "5e-5: std ~0.03) give uniform weights, and the `mars` allocation came out identical to `uniform` in the "
+            "demo. False: the authors' softmax(-tau * D) on raw margins."
         },
     )
     margin_source: str = field(
@@ -112,11 +115,32 @@ class MarsArguments:
             "epochs (or that was never trained on) is re-scored with a forward pass at the refresh."
         },
     )
+    epoch_length: str = field(
+        default="pool",
+        metadata={
+            "help": "'pool' (the MARS authors' training set D_t = D_0 + S): each epoch visits every pair of the "
+            "current pool (labelled plus augmented so far) exactly once, shuffled, plus `margin_extra_fraction` "
+            "extra draws by margin; epochs grow with the pool, and `max_steps` and the LR schedule are planned for "
+            "that growth at train start. 'fixed': every epoch draws `margin_num_samples` pairs (default: the "
+            "labelled set) by margin weight, with replacement, from the whole pool: RewardTrainer's number of steps, "
+            "for compute-matched comparisons.",
+            "choices": list(_EPOCH_LENGTHS),
+        },
+    )
+    margin_extra_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "With epoch_length='pool': after the warm-up, each epoch also draws this fraction of its pool "
+            "again, by margin weight (softmax(-tau * margin) mixed with the uniform floor), on top of every pair "
+            "once. 0: coverage only, the margins steer the augmentation alone (chosen by measurement, "
+            "docs/benchmarks.md)."
+        },
+    )
     margin_num_samples: int | None = field(
         default=None,
         metadata={
-            "help": "Samples drawn per epoch. Default: the size of the training set, so the number of optimizer "
-            "steps and the LR schedule are exactly RewardTrainer's."
+            "help": "With epoch_length='fixed': samples drawn per epoch. Default: the size of the training set, so "
+            "the number of optimizer steps and the LR schedule are exactly RewardTrainer's."
         },
     )
     margin_scoring_batch_size: int | None = field(
@@ -161,12 +185,16 @@ class MarsArguments:
     )
     augment_budget: int | None = field(
         default=None,
-        metadata={"help": "Augmented pairs added per round. Default: `augment_budget_ratio` x labelled pairs."},
+        metadata={
+            "help": "Augmented pairs added over the whole run, split evenly over its augmentation rounds. Default: "
+            "`augment_budget_ratio` x labelled pairs."
+        },
     )
     augment_budget_ratio: float = field(
-        default=1.0,
+        default=5.0,
         metadata={
-            "help": "Budget per round as a multiple of the number of labelled pairs (when `augment_budget` is None)."
+            "help": "The run's budget as a multiple of the number of labelled pairs (when `augment_budget` is None). "
+            "5.0 is the MARS authors' B = 5,000 for 1,000 labelled pairs."
         },
     )
     augment_max_rounds: int | None = field(
@@ -313,6 +341,24 @@ class MarsArguments:
             )
         self._check_integers(("margin_warmup_epochs", "margin_online_max_age_epochs"), minimum=0)
         self._check_integers(("margin_refresh_epochs",), minimum=1)
+        if self.epoch_length not in _EPOCH_LENGTHS:
+            raise ValueError(
+                f"`epoch_length` must be one of {_EPOCH_LENGTHS}, got {self.epoch_length!r}: 'pool' visits the whole "
+                "grown pool each epoch, 'fixed' keeps RewardTrainer's epoch length."
+            )
+        extra = self.margin_extra_fraction
+        if not (
+            isinstance(extra, (int, float)) and not isinstance(extra, bool) and math.isfinite(extra) and extra >= 0
+        ):
+            raise ValueError(
+                f"`margin_extra_fraction` must be a finite number >= 0, got {extra!r} (0.25: a quarter of the pool is "
+                "drawn again by margin each epoch)."
+            )
+        if self.margin_num_samples is not None and self.epoch_length == "pool":
+            raise ValueError(
+                "`margin_num_samples` fixes the epoch length, but `epoch_length='pool'` visits the whole pool each "
+                "epoch: set `epoch_length='fixed'` as well, or drop `margin_num_samples`."
+            )
         if self.augment_strategy not in _STRATEGIES:
             raise ValueError(f"`augment_strategy` must be one of {_STRATEGIES}, got {self.augment_strategy!r}.")
         if self.augmenter is not None and self.augmenter not in _AUGMENTERS:

@@ -18,6 +18,8 @@ from torch.utils.data import Dataset as TorchDataset
 #: Provenance columns of an augmented pair.
 SOURCE, ROUND, VARIANT = "mars_source", "mars_round", "mars_variant"
 TOKEN_COLUMNS = ("chosen_ids", "rejected_ids")
+#: TRL's optional per-pair target margin: RewardTrainer's loss is -log sigma(r_chosen - r_rejected - margin).
+LOSS_MARGIN = "margin"
 
 
 class PairPool(TorchDataset):
@@ -143,6 +145,16 @@ class PairPool(TorchDataset):
 
     def rounds(self) -> np.ndarray:
         return self._augmented_column(ROUND)
+
+    def loss_offsets(self) -> np.ndarray | None:
+        """TRL's `margin` column m of every pair (the loss is -log sigma(D - m)), or None when the data has none."""
+        if LOSS_MARGIN not in self.extra_columns:
+            return None
+        parts = [
+            self.labelled.with_format("arrow")[:][LOSS_MARGIN],
+            *(seg.data.column(LOSS_MARGIN) for seg in self.segments),
+        ]
+        return np.concatenate([np.asarray(part.to_numpy(zero_copy_only=False), dtype=np.float64) for part in parts])
 
     # -- state: JSONL, one augmented pair per line ----------------------------------------------------------------
     def to_jsonl(self) -> bytes:

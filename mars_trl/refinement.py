@@ -48,13 +48,6 @@ class Refiner:
         # `sharpen(pairs: list[dict]) -> (pairs, counts: dict)`; its results are cached here and saved with the pool.
         self.sharpener = None
         self.sharpened: dict[int, dict] = {}
-        supply = self.pool.num_labelled * self.variants_per_pair
-        if self.budget() > supply:
-            raise ValueError(
-                f"The augmentation budget ({self.budget()} pairs per round) exceeds what the variant pools can supply "
-                f"without replacement ({self.pool.num_labelled} labelled pairs x {self.variants_per_pair} variants = "
-                f"{supply}). Lower `augment_budget` / `augment_budget_ratio`, or raise `augment_variants_per_pair`."
-            )
 
     @property
     def name(self) -> str:
@@ -64,14 +57,17 @@ class Refiner:
     def variants_per_pair(self) -> int:
         return int(self.mars.augment_variants_per_pair or getattr(self.augmenter, "variants_per_pair", 25))
 
-    def budget(self) -> int:
-        if self.mars.augment_budget is not None:
-            return int(self.mars.augment_budget)
-        return int(round(self.mars.augment_budget_ratio * self.pool.num_labelled))
-
-    def exhausted(self) -> bool:
-        limit = self.mars.augment_max_rounds
-        return limit is not None and len(self.reports) >= limit
+    def check_budgets(self, budgets) -> None:
+        """Refuse, before training starts, a round budget the variant pools cannot fill without repeats."""
+        supply = self.pool.num_labelled * self.variants_per_pair
+        largest = max(budgets, default=0)
+        if largest > supply:
+            raise ValueError(
+                f"An augmentation round's budget ({largest} pairs: the run's budget split over {len(budgets)} rounds) "
+                f"exceeds what the variant pools can supply without replacement ({self.pool.num_labelled} labelled "
+                f"pairs x {self.variants_per_pair} variants = {supply}). Lower `augment_budget` / "
+                "`augment_budget_ratio`, train more epochs (more rounds), or raise `augment_variants_per_pair`."
+            )
 
     def raw_pair(self, source: int) -> dict:
         row = self.raw[int(self.raw_rows[source])]
@@ -174,11 +170,11 @@ class Refiner:
         return {(r[SOURCE], r[VARIANT]): r for r in prepared}
 
     # -- the round -----------------------------------------------------------------------------------------------
-    def run(self, epoch: int, labelled_margins: np.ndarray) -> tuple[range, dict]:
+    def run(self, epoch: int, labelled_margins: np.ndarray, budget: int) -> tuple[range, dict]:
+        """One round at the start of `epoch`: allocate `budget` pairs by `labelled_margins` and add them."""
         start = time.perf_counter()
         round_id = len(self.reports) + 1
         seed = self.trainer.args.seed
-        budget = self.budget()
         strategy = self.mars.augment_strategy
         if self.mars.semantic_distance_weighting and strategy == "mars" and self.sharpener is not None:
             from .semantic import allocate_with_distances

@@ -10,17 +10,18 @@ from torch.utils.data import Sampler
 
 class MarginAwareSampler(Sampler[int]):
     r"""
-    Draws `num_samples` pair indices per epoch.
+    Draws `num_samples` pair indices per epoch, in one of two ways.
 
-    - Without weights (warm-up, before the first margin refresh) it yields random permutations, exactly like plain
-      shuffling: every pair once per epoch.
-    - With weights (set by [`MarsRewardTrainer`] from the current margins) it draws with replacement from the
-      weights, so hard pairs come up more often and no pair's probability is zero while the uniform floor is > 0.
+    - `coverage=True` (`epoch_length="pool"`, the default): every pair of the pool once, plus
+      `num_samples - num_pairs` extra draws from the weights (uniform while there are none), all shuffled together.
+      No pair is ever left out of an epoch; hard pairs come up more often only through the extra draws.
+    - `coverage=False` (`epoch_length="fixed"`): without weights, random permutations (plain shuffling); with
+      weights, `num_samples` draws with replacement from them, so hard pairs come up more often and some pairs not
+      at all in an epoch.
 
-    The sequence depends only on `(seed, epoch, weights)`. Accelerate shards the *batches* of one global sequence
-    across processes, so every process must produce the same sequence: it does, given the same weights.
-    `len(sampler)` never changes, so `len(train_dataloader)`, `max_steps` and the LR schedule stay what `Trainer`
-    computed.
+    The sequence depends only on `(seed, epoch, weights, num_samples)`. Accelerate shards the *batches* of one
+    global sequence across processes, so every process must produce the same sequence: it does, given the same
+    weights. [`MarsRewardTrainer`] sets each epoch's `num_samples` from the run's plan before the epoch starts.
 
     Example:
 
@@ -31,13 +32,14 @@ class MarginAwareSampler(Sampler[int]):
     >>> sorted(sampler)  # warm-up: a permutation
     [0, 1, 2, 3]
     >>> sampler.set_weights(np.array([0.97, 0.01, 0.01, 0.01]))
-    >>> sampler.set_epoch(1)
-    >>> len(list(sampler)), list(sampler) == list(sampler)
-    (4, True)
+    >>> sampler.set_length(6)
+    >>> draws = sampler.indices()
+    >>> sorted(set(draws.tolist())), len(draws)  # every pair once, plus two extra draws
+    ([0, 1, 2, 3], 6)
     ```
     """
 
-    def __init__(self, num_pairs: int, num_samples: int | None = None, seed: int = 0):
+    def __init__(self, num_pairs: int, num_samples: int | None = None, seed: int = 0, coverage: bool = True):
         if num_pairs < 1:
             raise ValueError(f"`num_pairs` must be >= 1, got {num_pairs}: the training dataset is empty.")
         self.num_pairs = int(num_pairs)
@@ -45,6 +47,7 @@ class MarginAwareSampler(Sampler[int]):
         if self.num_samples < 1:
             raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
         self.seed = int(seed)
+        self.coverage = bool(coverage)
         self.epoch = 0
         self.weights: np.ndarray | None = None
         self._cdf: np.ndarray | None = None
@@ -54,6 +57,12 @@ class MarginAwareSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def set_length(self, num_samples: int) -> None:
+        """Draw `num_samples` indices per epoch from now on (the pool epoch grows with the pool)."""
+        if num_samples < 1:
+            raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
+        self.num_samples = int(num_samples)
 
     def set_weights(self, weights: np.ndarray | None) -> None:
         """Sampling weights over the first `len(weights)` indices (the pool may have grown); `None` for shuffling."""
@@ -84,18 +93,43 @@ class MarginAwareSampler(Sampler[int]):
     def indices(self) -> np.ndarray:
         """This epoch's index sequence, as an int64 array."""
         rng = self._rng()
+        if self.coverage:
+            extra = self.num_samples - self.num_pairs
+            if extra <= 0:
+                return rng.permutation(self.num_pairs)[: self.num_samples].astype(np.int64)
+            draws = np.concatenate([np.arange(self.num_pairs, dtype=np.int64), self._draw(rng, extra)])
+            rng.shuffle(draws)
+            return draws
         if self._cdf is None:
             reps = -(-self.num_samples // self.num_pairs)
             perms = [rng.permutation(self.num_pairs) for _ in range(reps)]
             return np.concatenate(perms)[: self.num_samples].astype(np.int64)
-        # Sorted uniforms in O(n) (normalised partial sums of exponentials are uniform order statistics), so the
-        # CDF lookup streams through memory instead of missing cache on every step (~20x faster at 1e7 pairs); a
-        # random permutation of the sorted draws is an i.i.d. sample.
-        sums = np.cumsum(rng.standard_exponential(self.num_samples + 1))
-        sums /= sums[-1]
-        draws = np.searchsorted(self._cdf, sums[:-1], side="right").astype(np.int64, copy=False)
+        draws = self._draw(rng, self.num_samples)
         rng.shuffle(draws)
         return draws
+
+    def _draw(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """`count` sorted i.i.d. draws from the weights (uniform over the pool without weights)."""
+        if self._cdf is None:
+            return np.sort(rng.integers(0, self.num_pairs, count))
+        # Sorted uniforms in O(n) (normalised partial sums of exponentials are uniform order statistics), so the
+        # CDF lookup streams through memory instead of missing cache on every step (~20x faster at 1e7 pairs); the
+        # caller shuffles.
+        sums = np.cumsum(rng.standard_exponential(count + 1))
+        sums /= sums[-1]
+        return np.searchsorted(self._cdf, sums[:-1], side="right").astype(np.int64, copy=False)
+
+    def seen_fraction(self, num_labelled: int) -> float:
+        """Expected share of the first `num_labelled` pairs (the labelled ones) that this epoch visits at least once."""
+        if self.coverage or self.weights is None:
+            if self.coverage or self.num_samples >= self.num_pairs:
+                return 1.0
+            return self.num_samples / self.num_pairs
+        # P(pair i never drawn in n draws) = (1 - w_i)^n, computed as exp(n * log1p(-w_i)).
+        missed = np.log1p(-np.minimum(self.weights[:num_labelled], 1.0 - 1e-16))
+        missed *= self.num_samples
+        np.exp(missed, out=missed)
+        return float(1.0 - missed.mean())
 
     def __iter__(self) -> Iterator[int]:
         yield from self.indices().tolist()
@@ -110,11 +144,7 @@ class MarginAwareSampler(Sampler[int]):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if int(state["num_samples"]) != self.num_samples:
-            raise ValueError(
-                f"Sampler state has num_samples={state['num_samples']}, this run draws {self.num_samples} per epoch: "
-                "resume with the same dataset and `margin_num_samples` as the run that wrote the checkpoint."
-            )
+        self.num_samples = int(state["num_samples"])
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self.num_pairs = int(state["num_pairs"])

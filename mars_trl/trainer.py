@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import warnings
@@ -18,10 +19,11 @@ from trl import RewardTrainer
 from .callback import MarsCallback
 from .config import MarsConfig, mars_arguments_from
 from .peft_utils import prepare_peft_training
-from .pool import PairPool
+from .pool import LOSS_MARGIN, PairPool
 from .preparation import empty_eos, ensure_chat_template
 from .refinement import Refiner
 from .sampler import MarginAwareSampler
+from .schedule import RunPlan, plan_for_steps, plan_run
 from .scoring import _gather
 from .validation import validate_preference_dataset, validate_prepared_dataset
 
@@ -143,6 +145,10 @@ class MarsRewardTrainer(RewardTrainer):
         self._mars_resume_dir: str | None = None
         self._mars_pool: PairPool | None = None
         self._mars_refiner: Refiner | None = None
+        self._mars_plan: RunPlan | None = None
+        # Batches and optimizer steps of each planned pool epoch (empty with `epoch_length="fixed"`).
+        self._mars_batches: list[int] = []
+        self._mars_updates: list[int] = []
         streaming = isinstance(train_dataset, IterableDataset)
         self._mars_active = bool(self.mars_args.use_mars) and not streaming
         if self.mars_args.use_mars and streaming:
@@ -212,7 +218,7 @@ class MarsRewardTrainer(RewardTrainer):
         if self.args.remove_unused_columns:
             self._set_signature_columns_if_needed()
             columns = tuple(self._signature_columns)
-        self._mars_pool = PairPool(self.train_dataset, INDEX_COLUMN, extra_columns=("margin",), columns=columns)
+        self._mars_pool = PairPool(self.train_dataset, INDEX_COLUMN, extra_columns=(LOSS_MARGIN,), columns=columns)
         self._mars_refiner = None
         if augmenter is not None:
             if self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0:
@@ -317,15 +323,89 @@ class MarsRewardTrainer(RewardTrainer):
     def _get_train_sampler(self, train_dataset=None):
         if not self._mars_active:
             return super()._get_train_sampler(train_dataset)
-        # Sized by the labelled set, so an epoch has RewardTrainer's number of steps however large the pool grows.
+        # Each epoch's length comes from the run's plan (`set_initial_training_values`); until then, the labelled set.
         dataset = self._mars_pool
         if self._mars_sampler is None:
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            labelled = dataset.num_labelled
+            mars = self.mars_args
+            fixed = mars.epoch_length == "fixed"
             self._mars_sampler = MarginAwareSampler(
-                num_pairs=len(dataset), num_samples=self.mars_args.margin_num_samples or labelled, seed=seed
+                num_pairs=len(dataset),
+                num_samples=(mars.margin_num_samples if fixed else None) or dataset.num_labelled,
+                seed=seed,
+                coverage=not fixed,
             )
         return self._mars_sampler
+
+    # -- the planned run ------------------------------------------------------------------------------------------
+    @property
+    def run_plan(self) -> RunPlan | None:
+        """The plan of the current `train()` call: pairs per epoch, augmentation rounds and budgets (None before)."""
+        return self._mars_plan
+
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        if not self._mars_active:
+            return values
+        num_epochs, updates, num_examples, num_samples, total_batch_size, batches, max_steps = values
+        mars, sampler, num_labelled = self.mars_args, self._mars_sampler, self._mars_pool.num_labelled
+        augmenting = self._mars_refiner is not None
+
+        def batches_for(samples: int) -> int:
+            # Asked of the prepared dataloader itself, so sharding, `drop_last` and batch size all count as Trainer
+            # counts them.
+            sampler.set_length(samples)
+            return len(dataloader)
+
+        def updates_for(samples: int) -> int:
+            count = batches_for(samples)
+            return max(
+                count // args.gradient_accumulation_steps + int(count % args.gradient_accumulation_steps > 0), 1
+            )
+
+        if mars.epoch_length == "fixed":
+            plan = plan_run(mars, num_labelled, num_epochs, augmenting)
+        elif args.max_steps > 0:
+            plan = plan_for_steps(mars, num_labelled, augmenting, updates_for, args.max_steps)
+        else:
+            plan = plan_run(mars, num_labelled, math.ceil(args.num_train_epochs), augmenting)
+        self._mars_plan = plan
+        if augmenting:
+            self._mars_refiner.check_budgets(plan.round_budgets)
+        self._mars_callback.plan = plan
+        if mars.epoch_length == "fixed":
+            return values
+        self._mars_batches = [batches_for(n) for n in plan.epoch_samples]
+        self._mars_updates = [updates_for(n) for n in plan.epoch_samples]
+        sampler.set_length(plan.samples(0))
+        if args.max_steps <= 0:
+            # A fractional `num_train_epochs` cuts the last epoch, as Trainer does: ceil(fraction x its steps).
+            fraction = args.num_train_epochs - (plan.num_epochs - 1)
+            max_steps = sum(self._mars_updates[:-1]) + math.ceil(fraction * self._mars_updates[-1])
+        num_samples = sum(plan.epoch_samples)
+        return plan.num_epochs, self._mars_updates[0], num_examples, num_samples, total_batch_size, batches, max_steps
+
+    def _run_epoch(self, *args, **kwargs):
+        # Trainer runs every epoch with the first epoch's length; a pool epoch has its own, from the plan.
+        if self._mars_active and self._mars_updates:
+            epoch = min(kwargs["epoch"], len(self._mars_updates) - 1)
+            kwargs["steps_in_epoch"] = self._mars_batches[epoch]
+            kwargs["num_update_steps_per_epoch"] = self._mars_updates[epoch]
+        return super()._run_epoch(*args, **kwargs)
+
+    def _init_training_state(
+        self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+    ):
+        epochs, steps = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        if self._mars_active and self._mars_updates and self.state.global_step > 0:
+            # Where a resumed step lies in epochs of unequal length.
+            done = np.cumsum(self._mars_updates)
+            epochs = int(np.searchsorted(done, self.state.global_step, side="right"))
+            within = self.state.global_step - (int(done[epochs - 1]) if epochs else 0)
+            steps = 0 if self.args.ignore_data_skip else within * self.args.gradient_accumulation_steps
+        return epochs, steps
 
     @property
     def margin_sampler(self) -> MarginAwareSampler | None:

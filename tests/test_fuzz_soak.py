@@ -74,7 +74,7 @@ def test_random_rows_survive_preparation_and_a_round(tmp_path, decoder_tokenizer
         assert max(len(alone["chosen_ids"]), len(alone["rejected_ids"])) > 96
     pool = trainer.pool
     before = [pool[i]["chosen_ids"] for i in range(pool.num_labelled)]
-    new, report = trainer._mars_refiner.run(epoch=1, labelled_margins=np.zeros(pool.num_labelled))
+    new, report = trainer._mars_refiner.run(epoch=1, labelled_margins=np.zeros(pool.num_labelled), budget=pool.num_labelled)
     assert len(pool) == pool.num_labelled + report["added"] == new.stop
     assert [pool[i]["chosen_ids"] for i in range(pool.num_labelled)] == before
     assert all(0 <= s < pool.num_labelled for s in pool.sources())
@@ -96,7 +96,7 @@ def test_soak_many_rounds_memory_grows_only_with_the_pool(tmp_path, standard_row
             **cpu_args(
                 tmp_path,
                 num_train_epochs=16,
-                augment_budget=8,
+                augment_budget=15 * 8,  # the run's budget: 8 per round
                 augment_variants_per_pair=25,
                 margin_source="online",
                 logging_steps=50,

@@ -32,7 +32,7 @@ def mars_logs(trainer):
 
 
 def build(tmp_path, tokenizer, rows, augmenter=suffix_augmenter, model=None, **overrides):
-    settings = dict(num_train_epochs=3, augment_budget=20, augment_variants_per_pair=5)
+    settings = dict(num_train_epochs=3, augment_budget=40, augment_variants_per_pair=5)  # 20 per round
     settings.update(overrides)
     return MarsRewardTrainer(
         model=model if model is not None else make_decoder(tokenizer),
@@ -48,7 +48,7 @@ def test_rounds_grow_the_pool_with_provenance(tmp_path, standard_rows, decoder_t
     trainer.train()
     pool = trainer.pool
     assert len(pool) == 48 + 20 + 20
-    assert trainer.state.global_step == 3 * 6  # the epoch length does not grow with the pool
+    assert trainer.state.global_step == 6 + 9 + 11  # pool epochs of 48, 68 and 88 pairs
     sources, rounds = pool.sources(), pool.rounds()
     assert np.all((sources >= 0) & (sources < 48)) and sorted(set(rounds.tolist())) == [1, 2]
     row = pool[48]
@@ -82,7 +82,7 @@ def test_every_format(tmp_path, conversational, explicit_prompt, standard_rows, 
         num_train_epochs=2,
     )
     trainer.train()
-    assert len(trainer.pool) == 68
+    assert len(trainer.pool) == 48 + 40  # one round, the whole budget
     cached = trainer._mars_refiner.cache[int(trainer.pool.sources()[0])][0]
     original = trainer._mars_refiner.raw_pair(int(trainer.pool.sources()[0]))
     assert set(cached) == set(original)
@@ -94,7 +94,8 @@ def test_every_format(tmp_path, conversational, explicit_prompt, standard_rows, 
 def test_strategies_spend_matched_budgets(tmp_path, strategy, standard_rows, decoder_tokenizer):
     trainer = build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True), augment_strategy=strategy)
     trainer.train()
-    assert trainer.state.global_step == 18
+    # Pool epochs of 48, 68, 88 pairs (6 + 9 + 11 steps) for every augmenting strategy alike.
+    assert trainer.state.global_step == (18 if strategy == "none" else 26)
     assert len(trainer.pool) == 48 + (0 if strategy == "none" else 40)
     if strategy == "uniform":
         counts = np.bincount(trainer.pool.sources()[:20], minlength=48)
@@ -169,13 +170,14 @@ def test_failures_are_counted_and_training_goes_on(tmp_path, standard_rows, deco
         to_format(standard_rows, False, True),
         augmenter=flaky,
         augment_batch_size=4,
-        augment_budget=40,
+        augment_budget=80,
     )
     trainer.train()
     first = trainer._mars_refiner.reports[0]
     assert first["augmenter_failures"] == 4 and first["variants_invalid"] >= 1 and first["budget_unfilled"] > 0
     assert first["added"] + first["budget_unfilled"] == 40
-    assert trainer.state.global_step == 18
+    # The planned epochs of 48, 88, 128 pairs (6 + 11 + 16 steps) hold: the shortfall is drawn by margin instead.
+    assert trainer.state.global_step == 33
 
 
 def test_wrong_count_and_raise_mode(tmp_path, standard_rows, decoder_tokenizer):
@@ -197,6 +199,7 @@ def test_wrong_count_and_raise_mode(tmp_path, standard_rows, decoder_tokenizer):
         to_format(standard_rows, False, True),
         augmenter=short,
         num_train_epochs=2,
+        augment_budget=20,
         augment_on_error="raise",
     )
     with pytest.raises(AugmenterFailure, match=r"failed on 20 pairs \(ids .*one list of variants per input pair"):
@@ -245,6 +248,7 @@ def test_resume_after_a_round_continues_exactly(tmp_path, standard_rows, decoder
             data,
             save_strategy="steps",
             save_steps=4,
+            epoch_length="fixed",
             margin_num_samples=40,
             margin_source="online",
         )
@@ -272,7 +276,8 @@ def test_budget_beyond_the_variant_supply(tmp_path, standard_rows, decoder_token
     with pytest.raises(
         ValueError, match=r"exceeds what the variant pools can supply .*48 labelled pairs x 5 variants"
     ):
-        build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True), augment_budget=241)
+        # 482 over 2 rounds: 241 in a round, one more than 48 pairs x 5 variants; refused before the first step.
+        build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True), augment_budget=482).train()
 
 
 def test_perturbation_augmenter_named_in_the_config(tmp_path, standard_rows, decoder_tokenizer):
@@ -313,7 +318,7 @@ def test_report_files_plots_and_readable_pool(tmp_path, standard_rows, decoder_t
         model=make_decoder(decoder_tokenizer),
         args=MarsConfig(
             **cpu_args(
-                tmp_path, num_train_epochs=4, augment_budget=20, augment_variants_per_pair=5, eval_strategy="epoch"
+                tmp_path, num_train_epochs=4, augment_budget=60, augment_variants_per_pair=5, eval_strategy="epoch"
             )
         ),
         train_dataset=to_format(standard_rows, False, True),

@@ -357,7 +357,7 @@ def test_online_source_rescores_only_stale_pairs(tmp_path, standard_rows, decode
     trainer = MarsRewardTrainer(
         model=make_decoder(decoder_tokenizer),
         args=MarsConfig(
-            **cpu_args(tmp_path, num_train_epochs=2, margin_source="online", margin_num_samples=16),
+            **cpu_args(tmp_path, num_train_epochs=2, margin_source="online", epoch_length="fixed", margin_num_samples=16),
         ),
         train_dataset=to_format(standard_rows, False, True),
         processing_class=decoder_tokenizer,
@@ -412,6 +412,7 @@ def _resume_run(tmp_path, tokenizer, data, resume=None, **overrides):
                 save_strategy="steps",
                 save_steps=4,
                 margin_source="online",
+                epoch_length="fixed",
                 margin_num_samples=40,
                 **overrides,
             )
