@@ -12,6 +12,8 @@ Strategies, with the same epochs, learning rate, batch size and seed, and for th
 
 - `plain`: trl.RewardTrainer (as `MarsRewardTrainer(use_mars=False)`, which is RewardTrainer bit for bit and, unlike
   stock RewardTrainer, prepares data for MiniLM, which has no eos token);
+- `plain_matched`: the same, trained for as many optimizer steps as the `mars` cell of that seed and size took (MARS's
+  pool epochs grow with the pool), so a gain is not just more steps;
 - `none`: MARS margin-aware sampling only;
 - `uniform`, `west_of_n`, `mars`: sampling plus self-refinement rounds with that allocation strategy;
 - `mars_semantic`: `mars` plus the semantic layer (offline MiniLM embedder, `--rewriter_model` a local chat model;
@@ -44,7 +46,7 @@ import common  # noqa: E402
 
 TRAIN_SOURCE = "hh_rlhf_harmless_base_test"
 CROSS_SETS = ("autoj_pairwise_test", "rm_bench", "rmb_pairwise", "ultrafeedback_binarized_1200")
-STRATEGIES = ("plain", "none", "uniform", "west_of_n", "mars", "mars_semantic")
+STRATEGIES = ("plain", "plain_matched", "none", "uniform", "west_of_n", "mars", "mars_semantic")
 AUGMENTING = ("uniform", "west_of_n", "mars", "mars_semantic")
 MIN_CROSS_PAIRS = 30
 
@@ -92,8 +94,17 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--eval_batch_size", type=int, default=64)
     parser.add_argument("--variants_per_pair", type=int, default=4, help="augment_variants_per_pair (all strategies)")
-    parser.add_argument("--budget_ratio", type=float, default=1.0, help="budget per round / labelled pairs")
+    parser.add_argument(
+        "--budget_ratio", type=float, default=5.0, help="the run's augmentation budget / labelled pairs (the authors' 5)"
+    )
     parser.add_argument("--data_seed", type=int, default=0, help="which pairs are training / test (fixed)")
+    parser.add_argument(
+        "--split",
+        choices=["test", "validation"],
+        default="test",
+        help="in-domain pairs to score: the held-out test, or a validation split carved from the rest of the "
+        "training source (choose settings on it; report the test once)",
+    )
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     for key, value in preset.items():
@@ -129,7 +140,7 @@ def parse_strategy(spec: str) -> tuple[str, dict]:
 def mars_settings(spec: str, args, size: int) -> dict:
     """The MarsConfig fields of a strategy spec at `size` labelled pairs: the strategy's, then its overrides."""
     name, overrides = parse_strategy(spec)
-    mars = {"use_mars": name != "plain"}
+    mars = {"use_mars": name not in ("plain", "plain_matched")}
     if name in AUGMENTING:
         mars.update(
             augmenter="perturbation",
@@ -178,7 +189,15 @@ def build_data(args, tokenizer) -> dict:
             "pairs plus a test set. Lower --train_sizes or raise --max_length."
         )
     train = data.select(order[:largest].tolist()).remove_columns(["subset"])
-    tests = {"in-domain (HH harmless)": data.select(order[largest : largest + args.test_pairs].tolist())}
+    held = order[largest : largest + args.test_pairs]
+    if args.split == "validation":
+        held = order[largest + args.test_pairs : largest + 2 * args.test_pairs]
+        if held.size < 50:
+            raise SystemExit(
+                f"Only {held.size} {TRAIN_SOURCE} pairs are left for a validation split after {largest} training and "
+                f"{args.test_pairs} test pairs: lower --test_pairs or --train_sizes, or raise --max_length."
+            )
+    tests = {"in-domain (HH harmless)": data.select(held.tolist())}
     notes = {}
     for name in CROSS_SETS:
         if common.pairs_file(args.data_dir, name) is None:
@@ -199,7 +218,7 @@ def build_data(args, tokenizer) -> dict:
 def settings_hash(args) -> str:
     keys = (
         "max_length eval_max_length test_pairs cross_pairs epochs learning_rate batch_size variants_per_pair "
-        "budget_ratio data_seed model"
+        "budget_ratio data_seed model split"
     ).split()
     blob = json.dumps({k: getattr(args, k) for k in keys}, sort_keys=True) + f"|{args.train_sizes[-1]}"
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -210,7 +229,9 @@ def cell_path(cells_dir: str, spec: str, seed: int, size: int) -> str:
     return os.path.join(cells_dir, f"{safe}-seed{seed}-n{size}.json")
 
 
-def run_cell(args, spec: str, seed: int, size: int, data: dict, evaluate_cross: bool, semantic_factory) -> dict:
+def run_cell(
+    args, spec: str, seed: int, size: int, data: dict, evaluate_cross: bool, semantic_factory, max_steps: int = -1
+) -> dict:
     from transformers.trainer_callback import PrinterCallback
 
     from mars_trl import MarsConfig, MarsRewardTrainer
@@ -224,6 +245,7 @@ def run_cell(args, spec: str, seed: int, size: int, data: dict, evaluate_cross: 
         config = MarsConfig(
             output_dir=output_dir,
             num_train_epochs=args.epochs,
+            max_steps=max_steps,
             learning_rate=args.learning_rate,
             per_device_train_batch_size=args.batch_size,
             per_device_eval_batch_size=args.eval_batch_size,
@@ -305,6 +327,25 @@ def _ms(values, digits=3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
+def paired_vs_plain(cells: list[dict], plain: list[dict], test: str) -> dict | None:
+    """Mean accuracy difference to `plain` over the seeds both ran (same data, same test pairs), with its SE."""
+    from mars_trl.demo import paired_difference
+
+    by_seed = {c["seed"]: c["results"][test]["accuracy"] for c in plain if test in c["results"]}
+    pairs = [(by_seed[c["seed"]], c["results"][test]["accuracy"]) for c in cells if c["seed"] in by_seed]
+    if not pairs or cells is plain:
+        return None
+    return paired_difference([a for a, _ in pairs], [b for _, b in pairs])
+
+
+def _paired_text(paired: dict | None) -> str:
+    if paired is None:
+        return ""
+    if paired["seeds"] < 2:
+        return f"{paired['mean']:+.3f} (1 seed)"
+    return f"{paired['mean']:+.3f} ({paired['se']:.3f}) [{paired['low']:+.3f}, {paired['high']:+.3f}]"
+
+
 def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict, str]:
     largest = args.train_sizes[-1]
     in_domain = next(iter(data["tests"]))
@@ -333,6 +374,7 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
         )
         noise = 2 * math.sqrt(se**2 + se_plain**2 + seed_var)
         delta = mean - plain_acc
+        paired = paired_vs_plain(cs, plain, in_domain)
         summary[spec] = {
             "seeds": len(cs),
             "accuracy": (mean, std),
@@ -342,6 +384,7 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
             "cross_accuracy": _mean_std([cross_mean(c) for c in cs]),
             "delta_vs_plain": delta,
             "delta_noise_2se": noise,
+            "paired_vs_plain": paired,
             "train_seconds": common.median([c["train_seconds"] for c in cs]),
         }
         rows.append(
@@ -353,6 +396,7 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
                 _ms(metric(cs, "margin_snr"), 2),
                 _ms(metric(cs, "ece")),
                 "" if spec == "plain" else f"{delta:+.3f} (±{noise:.3f})",
+                _paired_text(paired),
                 _ms([cross_mean(c) for c in cs]),
                 f"{summary[spec]['train_seconds']:.0f}",
             ]
@@ -365,6 +409,7 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
         "margin SNR",
         "ECE",
         "Δ acc vs plain (±2 SE)",
+        "paired Δ vs plain (SE) [95%]",
         "cross-dataset acc",
         "train s",
     ]
@@ -437,7 +482,9 @@ def main(argv=None):
     digest = settings_hash(args)
     factory, reason = semantic_layer(args)
     largest = args.train_sizes[-1]
-    plan = [(s, seed, largest) for s in args.strategies for seed in args.seeds]
+    # `plain_matched` takes its step count from the `mars` cell of the same seed and size: run it after.
+    strategies = sorted(args.strategies, key=lambda spec: parse_strategy(spec)[0] == "plain_matched")
+    plan = [(s, seed, largest) for s in strategies for seed in args.seeds]
     plan += [(s, seed, size) for size in args.train_sizes[:-1] for s in args.curve_strategies for seed in args.seeds]
     skipped = {}
     print(
@@ -460,7 +507,13 @@ def main(argv=None):
                 cells.append(cell)
                 print(f"  [{k}/{len(plan)}] {spec} seed {seed} n={size}: done before, skipped", flush=True)
                 continue
-        cell = run_cell(args, spec, seed, size, data, size == largest, factory)
+        steps = -1
+        if parse_strategy(spec)[0] == "plain_matched":
+            mars = [c for c in cells if c["strategy"] == "mars" and c["seed"] == seed and c["size"] == size]
+            if not mars:
+                raise SystemExit("`plain_matched` takes the `mars` cell's step count: add `mars` to --strategies.")
+            steps = mars[0]["steps"]
+        cell = run_cell(args, spec, seed, size, data, size == largest, factory, max_steps=steps)
         cell["settings_hash"] = digest
         common.write_json(path, cell)
         cells.append(cell)
@@ -478,7 +531,7 @@ def main(argv=None):
         f"{common.machine_line(info)}\n\nCommand: `{info['command']}`; wall time {elapsed / 60:.1f} min.\n\n"
         f"Backbone {args.model}; {args.epochs} epochs, lr {args.learning_rate}, batch {args.batch_size}, training "
         f"max_length {args.max_length}, test max_length {args.eval_max_length}; augmenting strategies: perturbation "
-        f"augmenter, budget {args.budget_ratio:g} x labelled pairs per round, {args.variants_per_pair} variants per "
+        f"augmenter, budget {args.budget_ratio:g} x labelled pairs over the run, {args.variants_per_pair} variants per "
         f"pair; seeds {args.seeds}. Mean ± std over seeds; ±2 SE combines test-set sampling and seed spread.\n\n"
         f"{body}\n"
     )

@@ -58,7 +58,8 @@ def test_accuracy_strategy_overrides_reach_the_config():
         sys.path.pop(0)
     args = accuracy.parse_args(["--quick"])
     assert accuracy.mars_settings("plain", args, 100) == {"use_mars": False}
-    assert accuracy.mars_settings("mars", args, 100)["augment_budget"] == 100
+    assert accuracy.mars_settings("mars", args, 100)["augment_budget"] == 500  # the run's budget: 5x by default
+    assert accuracy.mars_settings("plain_matched", args, 100) == {"use_mars": False}
     ratio = accuracy.mars_settings("mars:augment_budget_ratio=3.0,margin_tau=2", args, 100)
     assert "augment_budget" not in ratio and ratio["augment_budget_ratio"] == 3.0 and ratio["margin_tau"] == 2
     assert accuracy.mars_settings("none:margin_uniform_floor=0.5", args, 100) == {
@@ -69,6 +70,24 @@ def test_accuracy_strategy_overrides_reach_the_config():
     assert accuracy.mars_settings("plain:augment_budget_ratio=2", args, 100)["augment_budget_ratio"] == 2
     with pytest.raises(SystemExit, match="not a MARS field"):
         accuracy.mars_settings("mars:tau=2", args, 100)
+
+
+def test_accuracy_pairs_differences_by_seed():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.pop(0)
+
+    def cell(seed, acc):
+        return {"seed": seed, "results": {"test": {"accuracy": acc}}}
+
+    plain = [cell(0, 0.60), cell(1, 0.70), cell(2, 0.65)]
+    mars = [cell(2, 0.70), cell(0, 0.62), cell(1, 0.71)]  # any order: paired by seed, not by position
+    paired = accuracy.paired_vs_plain(mars, plain, "test")
+    assert paired["seeds"] == 3 and paired["mean"] == pytest.approx((0.02 + 0.01 + 0.05) / 3)
+    assert paired["se"] == pytest.approx(0.020816659994661 / 3**0.5)
+    assert accuracy.paired_vs_plain(plain, plain, "test") is None
 
 
 @pytest.mark.slow
