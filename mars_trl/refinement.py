@@ -249,6 +249,9 @@ class Refiner:
             "hardest_pairs": hardest.tolist(),
             "hardest_margins": labelled_margins[hardest].tolist(),
         }
+        acceptance = getattr(self.augmenter, "acceptance_rate", None)
+        if callable(acceptance):  # the meaning filter's share of paraphrases kept, over the run so far
+            report["paraphrase_acceptance"] = acceptance()
         self.reports.append(report)
         return new, report
 

