@@ -42,7 +42,7 @@ def main(output_dir: str, source: str) -> None:
             use_cpu=True,
             # Augmentation rounds too: variants are generated on shards, gathered, and appended on every rank.
             augmenter="perturbation",
-            augment_budget=16,
+            augment_budget=32,  # the run's budget: 16 in each of the 2 rounds
         )
     )
     trainer = RecordingTrainer(
