@@ -36,8 +36,9 @@ def main(output_dir: str, resume: bool) -> None:
             num_train_epochs=3,
             save_strategy="steps",
             save_steps=3,
+            epoch_length="fixed",
             margin_num_samples=40,
-            augment_budget=16,
+            augment_budget=32,  # the run's budget: 16 in each of the 2 rounds
             augment_variants_per_pair=5,
             margin_source="online",
         )
