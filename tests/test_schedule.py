@@ -208,7 +208,7 @@ def test_weights_and_allocation_rank_by_the_loss_margin(tmp_path, standard_rows,
     assert offsets.size == len(trainer.pool) == 80 and set(offsets[:40]) == {0.0, 3.0}
     np.testing.assert_allclose(offsets[40:], offsets[trainer.pool.sources()])  # variants keep their source's m
     hardness = trainer.margins - offsets
-    expected = sampling_weights(hardness, tau=2.0, floor=0.1)
+    expected = sampling_weights(hardness, tau=2.0, floor=0.1, standardize=trainer.mars_args.margin_standardize)
     np.testing.assert_allclose(trainer.margin_sampler.weights, expected, rtol=1e-9)
     counts = trainer._mars_refiner.last_counts
     # A target margin of 3 the model has not reached makes those pairs the hard ones.
