@@ -206,21 +206,15 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _paired(runs: dict, arms: list[str]) -> dict:
-    out = {}
-    for arm in arms[1:]:
-        out[arm] = {
-            key: paired_difference(
-                [r["results"][key] for r in runs["plain"]], [r["results"][key] for r in runs[arm]]
-            )
+    def against(base: str, arm: str) -> dict:
+        return {
+            key: paired_difference([r["results"][key] for r in runs[base]], [r["results"][key] for r in runs[arm]])
             for key in ("all", "easy", "medium", "hard")
         }
+
+    out = {arm: against("plain", arm) for arm in arms[1:]}
     if "mars" in arms and "uniform" in arms:
-        out["mars_vs_uniform"] = {
-            key: paired_difference(
-                [r["results"][key] for r in runs["uniform"]], [r["results"][key] for r in runs["mars"]]
-            )
-            for key in ("all", "easy", "medium", "hard")
-        }
+        out["mars_vs_uniform"] = against("uniform", "mars")
     return out
 
 

@@ -121,10 +121,10 @@ class MarginAwareSampler(Sampler[int]):
 
     def seen_fraction(self, num_labelled: int) -> float:
         """Expected share of the first `num_labelled` pairs (the labelled ones) that this epoch visits at least once."""
-        if self.coverage or self.weights is None:
-            if self.coverage or self.num_samples >= self.num_pairs:
-                return 1.0
-            return self.num_samples / self.num_pairs
+        if self.coverage:
+            return 1.0
+        if self.weights is None:  # permutations: all of them once the epoch is at least one pass long
+            return min(1.0, self.num_samples / self.num_pairs)
         # P(pair i never drawn in n draws) = (1 - w_i)^n, computed as exp(n * log1p(-w_i)).
         missed = np.log1p(-np.minimum(self.weights[:num_labelled], 1.0 - 1e-16))
         missed *= self.num_samples

@@ -373,11 +373,12 @@ class MarsRewardTrainer(RewardTrainer):
             sampler.set_length(samples)
             return len(dataloader)
 
+        def updates_from(batches: int) -> int:  # as Trainer counts an epoch's optimizer steps
+            accumulation = args.gradient_accumulation_steps
+            return max(batches // accumulation + int(batches % accumulation > 0), 1)
+
         def updates_for(samples: int) -> int:
-            count = batches_for(samples)
-            return max(
-                count // args.gradient_accumulation_steps + int(count % args.gradient_accumulation_steps > 0), 1
-            )
+            return updates_from(batches_for(samples))
 
         if mars.epoch_length == "fixed":
             plan = plan_run(mars, num_labelled, num_epochs, augmenting)
@@ -392,7 +393,7 @@ class MarsRewardTrainer(RewardTrainer):
         if mars.epoch_length == "fixed":
             return values
         self._mars_batches = [batches_for(n) for n in plan.epoch_samples]
-        self._mars_updates = [updates_for(n) for n in plan.epoch_samples]
+        self._mars_updates = [updates_from(b) for b in self._mars_batches]
         sampler.set_length(plan.samples(0))
         if args.max_steps <= 0:
             # A fractional `num_train_epochs` cuts the last epoch, as Trainer does: ceil(fraction x its steps).
