@@ -17,6 +17,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from .state import MarsStateError
+
 
 def _demo(argv: list[str]) -> int:
     from . import demo
@@ -62,7 +64,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "merge": ("merge a LoRA/QLoRA adapter and its reward head into a plain checkpoint", _merge),
 }
 
-USER_ERRORS = (FileNotFoundError, ValueError, ImportError, KeyError, OSError)
+USER_ERRORS = (FileNotFoundError, ValueError, ImportError, KeyError, OSError, MarsStateError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+import numpy as np
 from trl import RewardConfig
 
 _MARGIN_MODES = ("signed", "absolute")
@@ -325,6 +326,14 @@ class MarsArguments:
             "paper's allocation."
         },
     )
+    resume_without_mars_state: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume from a checkpoint of a MARS run whose MARS state files (margins, sampler, augmented pool) "
+            "are gone, starting them afresh: the augmented pool is lost and the next refresh re-scores. Without it "
+            "such a resume is an error, so the pool is never dropped by accident."
+        },
+    )
 
     def __post_init__(self):
         self.validate_mars()
@@ -335,6 +344,7 @@ class MarsArguments:
 
     def validate_mars(self) -> None:
         """Raise a `ValueError` naming the offending field and the fix."""
+        self._check_booleans()
         if not (isinstance(self.margin_tau, (int, float)) and math.isfinite(self.margin_tau) and self.margin_tau > 0):
             raise ValueError(
                 f"`margin_tau` must be a finite number > 0, got {self.margin_tau!r}. Use e.g. 0.5 (the MARS default); "
@@ -412,6 +422,19 @@ class MarsArguments:
             optional=True,
         )
         self._validate_semantic()
+
+    def _check_booleans(self) -> None:
+        # Truthiness would turn the string "no" (a YAML or hand-written value) into True; parsers hand over real bools.
+        for f in fields(MarsArguments):
+            value = getattr(self, f.name)
+            if f.type in ("bool", bool) and not isinstance(value, bool):
+                if isinstance(value, np.bool_):
+                    setattr(self, f.name, bool(value))
+                    continue
+                raise ValueError(
+                    f"`{f.name}` must be True or False, got {value!r}. In Python pass a bool; on the command line "
+                    f"`--{f.name} false` (or true/yes/no/1/0) is parsed for you."
+                )
 
     def _check_integers(self, names: tuple[str, ...], minimum: int, optional: bool = False) -> None:
         for name in names:

@@ -441,8 +441,10 @@ def run(args) -> dict:
 
     from transformers import AutoTokenizer
 
-    from .loading import METADATA_COLUMNS, load_preference_dataset
+    from .loading import METADATA_COLUMNS, check_model_path, load_preference_dataset
     from .peft_utils import load_reward_model, qlora_config
+
+    check_model_path(args.model_name_or_path)
 
     for name, minimum in (("batch_size", 1), ("num_bins", 1), ("max_length", 0)):
         if getattr(args, name) < minimum:

@@ -10,6 +10,25 @@ from datasets import Dataset, load_dataset
 METADATA_COLUMNS = ("id", "dataset", "label_source", "meta")
 
 
+def check_model_path(name_or_path: str, flag: str = "--model_name_or_path") -> None:
+    """
+    Fail with a clear message when `name_or_path` is neither an existing local folder nor something the Hub could
+    hold: `./no_such_model` would otherwise reach the Hub client and fail on its repo-id syntax.
+    """
+    if os.path.exists(os.path.expanduser(name_or_path)):
+        return
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"{flag} {name_or_path}: no such local folder (from {os.getcwd()}). Pass an existing checkpoint folder, "
+            "or a Hub model id such as `org/model`."
+        ) from None
+
+
 def _builder(path: str) -> str:
     name = path[:-3] if path.endswith(".gz") else path
     if name.endswith((".json", ".jsonl")):

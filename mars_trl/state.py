@@ -17,11 +17,18 @@ import numpy as np
 
 STATE_FILE = "mars_state.json"
 ARRAYS_FILE = "mars_arrays.npz"
-FORMAT_VERSION = 1
+#: 2: the manifest's own values (the scalars resume depends on, and the other files' checksums) are checksummed too.
+FORMAT_VERSION = 2
+MANIFEST_CHECKSUM = "manifest_sha256"
 
 
 class MarsStateError(RuntimeError):
     """A MARS state file is missing, truncated, or does not match its checksum."""
+
+
+def _manifest_digest(payload: dict) -> str:
+    body = {k: v for k, v in payload.items() if k != MANIFEST_CHECKSUM}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -64,6 +71,7 @@ def save_state(
         "files_sha256": checksums,
         "scalars": scalars,
     }
+    payload[MANIFEST_CHECKSUM] = _manifest_digest(payload)
     text = json.dumps(payload, indent=1, sort_keys=True)
     atomic_write_bytes(os.path.join(directory, STATE_FILE), text.encode("utf-8"))
 
@@ -86,6 +94,13 @@ def load_state(directory: str) -> tuple[dict, dict[str, np.ndarray], dict[str, b
             f"MARS state file {state_path} is unreadable or truncated ({err}). Resume from an earlier checkpoint, "
             "or delete this checkpoint folder to start MARS state afresh."
         ) from err
+    # Format 1 (before the manifest carried its own checksum) is read as it was written.
+    if payload.get("format_version", 1) != 1 and payload.get(MANIFEST_CHECKSUM) != _manifest_digest(payload):
+        raise MarsStateError(
+            f"MARS state file {state_path} was changed after it was written: its values (the refresh epoch, the "
+            "sampler and pool positions that resume depends on) do not match its checksum. Restore the file as the "
+            "run wrote it, or resume from an earlier checkpoint."
+        )
     try:
         with open(arrays_path, "rb") as handle:
             blob = handle.read()

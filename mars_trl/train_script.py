@@ -97,12 +97,28 @@ def _split(script_args: MarsScriptArguments, seed: int):
     return train, evaluation
 
 
+def resume_argument(value: str | None) -> str | bool | None:
+    """`--resume_from_checkpoint`: a folder, or `true`/`latest` for the newest complete checkpoint in `output_dir`."""
+    if value is None or os.path.isdir(value):
+        return value
+    if value.strip().lower() in ("true", "latest", "last"):
+        return True
+    if value.strip().lower() in ("false", "none", ""):
+        return None
+    raise FileNotFoundError(
+        f"--resume_from_checkpoint {value}: no such checkpoint folder. Pass a checkpoint folder, or `latest` for the "
+        "newest complete checkpoint in --output_dir."
+    )
+
+
 def main(script_args: MarsScriptArguments, training_args: MarsConfig, model_args: ModelConfig):
     """Train, save the model (and tokenizer) and, by default, the MARS report; returns the trainer."""
+    from .loading import check_model_path
     from .trainer import MarsRewardTrainer
 
     if model_args.model_name_or_path is None:
         raise ValueError("Pass --model_name_or_path: a Hub model id or a local checkpoint folder.")
+    check_model_path(model_args.model_name_or_path)
     if model_args.load_in_4bit or model_args.load_in_8bit:
         from .peft_utils import require_bitsandbytes
 
@@ -131,7 +147,7 @@ def main(script_args: MarsScriptArguments, training_args: MarsConfig, model_args
         quantization_config=quantization_config,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(training_args.output_dir)

@@ -25,6 +25,7 @@ from .refinement import Refiner
 from .sampler import MarginAwareSampler
 from .schedule import RunPlan, plan_for_steps, plan_run
 from .scoring import _gather
+from .state import STATE_FILE, MarsStateError, has_state
 from .validation import validate_preference_dataset, validate_prepared_dataset
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 INDEX_COLUMN = "mars_index"
 #: Column that remembers each labelled pair's row in the dataset as given, whose text the augmenter rewrites.
 RAW_ROW_COLUMN = "mars_row"
+#: Entry a MARS run adds to `trainer_state.json` of each checkpoint: the trainer state itself says MARS wrote it.
+MARS_STATE_MARKER = "MarsRewardTrainer"
 
 
 MARS_CITATION = """\
@@ -63,6 +66,28 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
             f"Skipping incomplete checkpoint {path}: no {TRAINER_STATE_NAME} (the run stopped while saving)."
         )
     return None
+
+
+def cpu_runs_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively, as oneDNN counts it (AVX-512 BW/VL/DQ and newer, or ARM bf16)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return "AVX512" in torch.backends.cpu.get_cpu_capability()
+
+
+def written_by_mars(checkpoint: str) -> bool:
+    """Whether `checkpoint`'s trainer state says a MARS run wrote it (its marker, or MARS figures in its log)."""
+    import json
+
+    try:
+        with open(os.path.join(checkpoint, TRAINER_STATE_NAME), encoding="utf-8") as handle:
+            state = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    if MARS_STATE_MARKER in (state.get("stateful_callbacks") or {}):
+        return True
+    return any(key.startswith("mars/") for entry in state.get("log_history") or [] for key in entry)
 
 
 class _IndexCarryingCollator:
@@ -243,6 +268,16 @@ class MarsRewardTrainer(RewardTrainer):
                     "`margin_scoring_precision='bf16'` needs a GPU with bfloat16 support (Ampere or newer), and "
                     f"{torch.cuda.get_device_name()} has none: use 'auto' (score in the training's precision)."
                 )
+        if self.mars_args.margin_scoring_precision == "bf16" and self.args.device.type == "cpu":
+            if not cpu_runs_bf16():
+                # It still works, emulated: correct margins, but slower than fp32 instead of faster.
+                warnings.warn(
+                    "`margin_scoring_precision='bf16'` on a CPU without bfloat16 instructions (no AVX-512 BW/VL/DQ, "
+                    f"AVX512-BF16 or AMX; torch reports {torch.backends.cpu.get_cpu_capability()}): bf16 is emulated "
+                    "there and the scoring pass runs several times slower than in fp32. Use 'auto' on this machine.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         self._mars_callback = MarsCallback(self)
         self.add_callback(self._mars_callback)
         if self.mars_args.margin_sampling and self.args.num_train_epochs <= self.mars_args.margin_warmup_epochs:
@@ -387,6 +422,14 @@ class MarsRewardTrainer(RewardTrainer):
         else:
             plan = plan_run(mars, num_labelled, math.ceil(args.num_train_epochs), augmenting)
         self._mars_plan = plan
+        warmup = mars.margin_warmup_epochs
+        if args.max_steps > 0 and (mars.margin_sampling or augmenting) and plan.num_epochs <= warmup:
+            first = warmup * updates_for(plan.samples(0))
+            logger.warning(
+                f"max_steps={args.max_steps} ends before MARS starts: the warm-up (margin_warmup_epochs={warmup}) "
+                f"lasts {first} optimizer steps, and the first margin refresh would come after step {first}. This run "
+                "trains like RewardTrainer: raise `max_steps` above that or lower `margin_warmup_epochs`."
+            )
         if augmenting:
             self._mars_refiner.check_budgets(plan.round_budgets)
         self._mars_callback.plan = plan
@@ -533,6 +576,8 @@ class MarsRewardTrainer(RewardTrainer):
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         path = resume_from_checkpoint
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
         if path is True:
             path = last_complete_checkpoint(self.args.output_dir)
             if path is None:
@@ -540,12 +585,38 @@ class MarsRewardTrainer(RewardTrainer):
                     f"No complete checkpoint found in output_dir ({self.args.output_dir}) to resume from."
                 )
         self._mars_resume_dir = path if isinstance(path, str) else None
+        if self._mars_active and self._mars_resume_dir is not None:
+            self._check_mars_state(self._mars_resume_dir)
         return super().train(
             resume_from_checkpoint=path,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,
         )
+
+    def _check_mars_state(self, checkpoint: str) -> None:
+        if has_state(checkpoint) or not written_by_mars(checkpoint):
+            return
+        if not self.mars_args.resume_without_mars_state:
+            raise MarsStateError(
+                f"Checkpoint {checkpoint} was written by a MARS run, but its MARS state ({STATE_FILE} and the "
+                "files it names: margins, sampler, augmented pool) is missing. Restore those files, resume from an "
+                "earlier checkpoint, or set `resume_without_mars_state=True` to resume without them (the augmented "
+                "pool is lost and margins are re-scored at the next refresh)."
+            )
+        logger.warning(
+            f"Resuming from {checkpoint} without its MARS state (`resume_without_mars_state=True`): the augmented "
+            "pool starts empty and margins are re-scored at the next refresh."
+        )
+
+    def _load_callback_state(self):
+        # The MARS marker is not a callback: keep it out of `restore_callback_states_from_checkpoint`'s way.
+        marker = self.state.stateful_callbacks.pop(MARS_STATE_MARKER, None)
+        try:
+            super()._load_callback_state()
+        finally:
+            if marker is not None:
+                self.state.stateful_callbacks[MARS_STATE_MARKER] = marker
 
     def _save_checkpoint(self, model, trial):
         # Written before the weights: a checkpoint folder never has weights without the MARS state that goes with them.
@@ -554,4 +625,5 @@ class MarsRewardTrainer(RewardTrainer):
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
             self._mars_callback.save(folder)
+            self.state.stateful_callbacks[MARS_STATE_MARKER] = {"mars_state": STATE_FILE}
         super()._save_checkpoint(model, trial)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 
+import numpy as np
+import pyarrow.compute as pc
 from datasets import Dataset, Value
 
 TEXT_COLUMNS = ("prompt", "chosen", "rejected")
@@ -23,6 +25,14 @@ def _suggest(missing: str, names: list[str]) -> str:
         if close
         else ""
     )
+
+
+def _first_null(dataset: Dataset, column: str) -> int | None:
+    """The first row whose `column` is None (Arrow's null count makes the common case, none, free)."""
+    values = dataset.with_format("arrow")[column]
+    if values.null_count == 0:
+        return None
+    return int(pc.index(pc.is_null(values), True).as_py())
 
 
 def _kind(feature) -> str:
@@ -81,6 +91,13 @@ def validate_preference_dataset(dataset, name: str = "train") -> None:
                 f"The {name} dataset mixes standard and conversational columns ({kinds}). Use one format for "
                 "prompt, chosen and rejected: all strings, or all lists of {'role', 'content'} messages."
             )
+        for column in kinds:
+            row = _first_null(dataset, column)
+            if row is not None:
+                raise DataError(
+                    f"The {name} dataset's `{column}` column is empty (None) in row {row}. Fill it in or drop such "
+                    f"rows, e.g. `dataset.filter(lambda row: row['{column}'] is not None)`."
+                )
     if "margin" in names:
         feature = dataset.features["margin"]
         if not (isinstance(feature, Value) and (feature.dtype.startswith(("float", "int", "uint")))):
@@ -88,6 +105,14 @@ def validate_preference_dataset(dataset, name: str = "train") -> None:
                 f"The {name} dataset's `margin` column must be numeric (TRL subtracts it from the reward margin in "
                 f"the loss), got {feature}. Convert it, e.g. `dataset.cast_column('margin', Value('float32'))`, or "
                 "remove it."
+            )
+        values = np.asarray(dataset.with_format("numpy")["margin"], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise DataError(
+                f"The {name} dataset's `margin` column holds {values[bad[0]]} in row {bad[0]} ({bad.size} non-finite "
+                "value(s) in all): TRL subtracts it from the reward margin in the loss, so it must be a finite number. "
+                "Fill in or drop those rows."
             )
 
 

@@ -105,3 +105,50 @@ def test_evaluate_prints_and_writes_metrics_per_subset(tmp_path, decoder_dir):
     assert result.returncode == 2 and "raise --max_length" in result.stderr and "Traceback" not in result.stderr
     result = cli("evaluate", "--model_name_or_path", decoder_dir, "--dataset_name", str(tmp_path / "none.jsonl"))
     assert result.returncode == 2 and "none.jsonl" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_local_model_folder_is_named(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    for command in ("train", "evaluate"):
+        extra = ["--output_dir", str(tmp_path / "out")] if command == "train" else []
+        result = cli(command, "--model_name_or_path", "./no_such_model", "--dataset_name", str(data), *extra)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert "--model_name_or_path ./no_such_model: no such local folder" in last, last
+        assert "Repo id" not in result.stderr
+
+
+def test_resume_argument_accepts_latest_and_true(tmp_path):
+    from mars_trl.train_script import resume_argument
+
+    assert resume_argument(None) is None
+    for value in ("true", "True", "latest", "LATEST", "last"):
+        assert resume_argument(value) is True
+    assert resume_argument("false") is None
+    assert resume_argument(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint folder.*`latest`"):
+        resume_argument(str(tmp_path / "checkpoint-7"))
+
+
+def test_train_resumes_from_the_latest_checkpoint(tmp_path, decoder_dir):
+    from conftest import preference_rows
+
+    from mars_trl.train_script import run_with_defaults
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in preference_rows(32)) + "\n")
+    out = tmp_path / "rm"
+    flags = [
+        "--model_name_or_path", decoder_dir, "--dataset_name", str(data), "--output_dir", str(out),
+        "--per_device_train_batch_size", "8", "--bf16", "false", "--gradient_checkpointing", "false",
+        "--report_to", "none", "--use_cpu", "true", "--save_strategy", "epoch", "--write_report", "false",
+        "--disable_tqdm", "true",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="No complete checkpoint found"):
+        run_with_defaults(flags, ["--num_train_epochs", "1", "--resume_from_checkpoint", "latest"])
+    first = run_with_defaults(flags, ["--num_train_epochs", "1"])
+    assert first.state.global_step == 4 and (out / "checkpoint-4").is_dir()
+    resumed = run_with_defaults(flags, ["--num_train_epochs", "2", "--resume_from_checkpoint", "latest"])
+    assert resumed._mars_resume_dir == str(out / "checkpoint-4")
+    assert resumed.state.global_step == 8

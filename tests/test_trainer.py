@@ -454,6 +454,76 @@ def test_corrupted_state_is_detected_on_resume(tmp_path, standard_rows, decoder_
     assert (checkpoint / "model.safetensors").exists()  # nothing already saved was touched
 
 
+@pytest.fixture(scope="module")
+def mars_checkpoints(tmp_path_factory, standard_rows, decoder_tokenizer):
+    """One finished run with checkpoints every 4 steps; tests copy a checkpoint before they change it."""
+    root = tmp_path_factory.mktemp("resume")
+    full = _resume_run(root / "run", decoder_tokenizer, to_format(standard_rows, False, True))
+    return root / "run", full
+
+
+def _copy_checkpoint(run_dir, tmp_path, step=8):
+    import shutil
+
+    target = tmp_path / f"checkpoint-{step}"
+    shutil.copytree(run_dir / f"checkpoint-{step}", target)
+    return target
+
+
+def test_edited_state_scalar_is_detected_on_resume(tmp_path, mars_checkpoints, standard_rows, decoder_tokenizer):
+    """Every value resume depends on is checksummed: a valid-JSON edit of the refresh epoch is caught."""
+    checkpoint = _copy_checkpoint(mars_checkpoints[0], tmp_path)
+    path = checkpoint / "mars_state.json"
+    state = json.loads(path.read_text())
+    assert state["scalars"]["last_refresh_epoch"] == 1
+    state["scalars"]["last_refresh_epoch"] = 7
+    path.write_text(json.dumps(state, indent=1, sort_keys=True))
+    with pytest.raises(MarsStateError, match="changed after it was written"):
+        _resume_run(tmp_path / "b", decoder_tokenizer, to_format(standard_rows, False, True), resume=str(checkpoint))
+    assert (checkpoint / "model.safetensors").exists()
+
+
+def test_mars_checkpoint_without_its_state_is_an_error_unless_opted_in(
+    tmp_path, mars_checkpoints, standard_rows, decoder_tokenizer, caplog
+):
+    checkpoint = _copy_checkpoint(mars_checkpoints[0], tmp_path)
+    for name in ("mars_state.json", ARRAYS_FILE):
+        (checkpoint / name).unlink()
+    data = to_format(standard_rows, False, True)
+    with pytest.raises(MarsStateError, match="written by a MARS run, but its MARS state .*`resume_without_mars_state=True`"):
+        _resume_run(tmp_path / "b", decoder_tokenizer, data, resume=str(checkpoint))
+    # Checkpoints written before the trainer-state marker are recognised by their MARS log entries.
+    trainer_state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert "MarsRewardTrainer" in trainer_state["stateful_callbacks"]
+    del trainer_state["stateful_callbacks"]["MarsRewardTrainer"]
+    (checkpoint / "trainer_state.json").write_text(json.dumps(trainer_state))
+    with pytest.raises(MarsStateError, match="written by a MARS run"):
+        _resume_run(tmp_path / "c", decoder_tokenizer, data, resume=str(checkpoint))
+    with caplog.at_level("WARNING", logger="mars_trl.trainer"):
+        resumed = _resume_run(
+            tmp_path / "d", decoder_tokenizer, data, resume=str(checkpoint), resume_without_mars_state=True
+        )
+    assert any("without its MARS state" in r.getMessage() for r in caplog.records)
+    assert resumed.state.global_step == mars_checkpoints[1].state.global_step
+
+
+def test_resume_from_a_path_object_with_callback_restoring(tmp_path, mars_checkpoints, standard_rows, decoder_tokenizer):
+    """`pathlib.Path` and `restore_callback_states_from_checkpoint=True` resume MARS state like a string path does."""
+    run_dir, full = mars_checkpoints
+    resumed = _resume_run(
+        tmp_path / "b",
+        decoder_tokenizer,
+        to_format(standard_rows, False, True),
+        resume=run_dir / "checkpoint-8",
+        restore_callback_states_from_checkpoint=True,
+    )
+    tail = [(e["step"], e["loss"]) for e in resumed.state.log_history if "loss" in e and e["step"] > 8]
+    expected = [(e["step"], e["loss"]) for e in full.state.log_history if "loss" in e and e["step"] > 8]
+    assert [s for s, _ in tail] == [s for s, _ in expected]
+    assert [v for _, v in tail] == pytest.approx([v for _, v in expected], rel=1e-5)
+    np.testing.assert_allclose(resumed.margins, full.margins, rtol=1e-5, atol=1e-6)
+
+
 def test_model_card_says_mars_with_settings_and_citation(tmp_path, standard_rows, decoder_tokenizer):
     trainer = MarsRewardTrainer(
         model=make_decoder(decoder_tokenizer),
