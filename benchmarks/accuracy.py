@@ -484,7 +484,8 @@ def main(argv=None):
     largest = args.train_sizes[-1]
     # `plain_matched` takes its step count from the `mars` cell of the same seed and size: run it after.
     strategies = sorted(args.strategies, key=lambda spec: parse_strategy(spec)[0] == "plain_matched")
-    plan = [(s, seed, largest) for s in strategies for seed in args.seeds]
+    # Seed by seed, so a run cut short still holds complete paired comparisons.
+    plan = [(s, seed, largest) for seed in args.seeds for s in strategies]
     plan += [(s, seed, size) for size in args.train_sizes[:-1] for s in args.curve_strategies for seed in args.seeds]
     skipped = {}
     print(

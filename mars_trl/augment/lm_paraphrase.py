@@ -95,8 +95,9 @@ class LMParaphraseAugmenter(ParaphraseAugmenter):
             `batch_size` it comes in (up to float differences between padded batch shapes, which can very rarely
             flip a sampled token); the training's random state is untouched.
         num_return_sequences: paraphrases per text (5, crossed into 25 variants, as the authors).
-        temperature, top_p: the sampling settings (applied by the per-text sampler, after any processor in
+        temperature: the sampling temperature (applied by the per-text sampler, after any processor in
             `generation_kwargs` such as `repetition_penalty`).
+        top_p: the nucleus-sampling mass, applied the same way.
         max_new_tokens: longest paraphrase; longer texts are kept verbatim.
         batch_size: texts per `generate` call.
         instruction: the request; `{text}` is replaced by the text.
@@ -135,7 +136,7 @@ class LMParaphraseAugmenter(ParaphraseAugmenter):
         max_new_tokens: int = 96,
         batch_size: int = 8,
         instruction: str = DEFAULT_LM_INSTRUCTION,
-        **kwargs,
+        **kwargs: Any,
     ):
         if not temperature > 0 or not 0 < top_p <= 1:
             raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {temperature!r} and {top_p!r}")
