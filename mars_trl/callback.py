@@ -45,6 +45,10 @@ class MarsCallback(TrainerCallback):
         # One entry per refresh, for the report and its plots: labelled margins and the round's allocation.
         self.history: list[dict] = []
 
+    def reset(self) -> None:
+        """Back to the state before any training: no margins, no refreshes, no history."""
+        self.table, self.plan, self.last_refresh_epoch, self.current_epoch, self.history = None, None, -1, 0, []
+
     @property
     def sampler(self):
         return self.trainer._mars_sampler

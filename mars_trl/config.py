@@ -18,7 +18,9 @@ _REWRITERS = ("transformers", "openai", "none")
 _DEFAULT_EMBEDDER = "sentence-transformers/all-mpnet-base-v2"  # == mars_trl.semantic.DEFAULT_EMBEDDER (the authors')
 
 
-@dataclass
+# Keyword-only: `MarsConfig` inherits these fields before RewardConfig's, and `output_dir` must stay the first
+# positional field (`MarsConfig("out")`, as `RewardConfig("out")`).
+@dataclass(kw_only=True)
 class MarsArguments:
     r"""
     The MARS settings alone. [`MarsConfig`] inherits them; [`MarsRewardTrainer`] falls back to these defaults when it

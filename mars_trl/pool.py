@@ -172,6 +172,10 @@ class PairPool(TorchDataset):
             self.append(rows[start : start + size])
             start += size
 
+    def reset(self) -> None:
+        """Drop every augmented pair: the pool holds the labelled set again."""
+        self.load_jsonl(b"", [])
+
     def segment_sizes(self) -> list[int]:
         return [len(seg) for seg in self.segments]
 

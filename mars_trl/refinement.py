@@ -281,6 +281,12 @@ class Refiner:
         return draws
 
     # -- state ---------------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget every round: an empty pool of variants, no reports, no cached variants or rewrites."""
+        self.pool.reset()
+        self.cache = VariantCache()
+        self.reports, self.last_counts, self.sharpened = [], None, {}
+
     def state(self) -> tuple[dict, dict[str, bytes]]:
         scalars = {
             "reports": self.reports,

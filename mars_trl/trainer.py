@@ -585,14 +585,26 @@ class MarsRewardTrainer(RewardTrainer):
                     f"No complete checkpoint found in output_dir ({self.args.output_dir}) to resume from."
                 )
         self._mars_resume_dir = path if isinstance(path, str) else None
-        if self._mars_active and self._mars_resume_dir is not None:
-            self._check_mars_state(self._mars_resume_dir)
+        if self._mars_active:
+            if self._mars_resume_dir is not None:
+                self._check_mars_state(self._mars_resume_dir)
+            self._reset_mars()
         return super().train(
             resume_from_checkpoint=path,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,
         )
+
+    def _reset_mars(self) -> None:
+        # Every `train()` call (a second one, each hyperparameter-search trial) starts MARS afresh, as it starts the
+        # epoch count afresh; a resume then loads the checkpoint's MARS state over this.
+        if self._mars_refiner is not None:
+            self._mars_refiner.reset()
+        self._mars_pool.reset()
+        self._mars_callback.reset()
+        self._mars_sampler = None
+        self._mars_plan, self._mars_batches, self._mars_updates = None, [], []
 
     def _check_mars_state(self, checkpoint: str) -> None:
         if has_state(checkpoint) or not written_by_mars(checkpoint):

@@ -341,3 +341,18 @@ def test_report_files_plots_and_readable_pool(tmp_path, standard_rows, decoder_t
     assert first["chosen"] == trainer._mars_refiner.cache[first["source"]][first["variant"]]["chosen"]
     markdown = (tmp_path / "report" / "mars_report.md").read_text()
     assert "![Budget against margin](mars_allocation.png)" in markdown and "| 3 | 3 | 20 |" in markdown
+
+
+def test_a_second_train_call_starts_mars_afresh(tmp_path, standard_rows, decoder_tokenizer):
+    """A second `train()` (or a hyperparameter-search trial) without `resume_from_checkpoint` starts MARS from
+    scratch, as Trainer starts its epochs from scratch: same rounds, same pool growth, no margins carried over."""
+    trainer = build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True))
+    trainer.train()
+    first = [(e["mars/refresh_epoch"], e["mars/pool_size"], e["mars/augment_added"]) for e in mars_logs(trainer)]
+    assert first and len(trainer.pool) == 48 + 40 and len(trainer._mars_refiner.reports) == 2
+    trainer.train()
+    second = [(e["mars/refresh_epoch"], e["mars/pool_size"], e["mars/augment_added"]) for e in mars_logs(trainer)]
+    assert second == first
+    assert len(trainer.pool) == 48 + 40 and len(trainer._mars_refiner.reports) == 2
+    assert len(trainer._mars_callback.history) == len(first)
+    assert trainer.run_plan.pool_sizes == (48, 68, 88)

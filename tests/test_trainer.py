@@ -6,12 +6,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import cpu_args, make_decoder, make_encoder, to_format
+from conftest import cpu_args, make_decoder, make_encoder, preference_rows, to_format
 from datasets import Dataset, IterableDataset
 from transformers import TrainerCallback
 from trl import RewardConfig, RewardTrainer
 
-from mars_trl import MarginAwareSampler, MarsConfig, MarsRewardTrainer
+from mars_trl import MarginAwareSampler, MarsArguments, MarsConfig, MarsRewardTrainer
 from mars_trl.state import ARRAYS_FILE, MarsStateError
 from mars_trl.trainer import INDEX_COLUMN
 
@@ -578,3 +578,17 @@ def test_bf16_scoring_precision_scores_in_bfloat16_close_to_fp32(tmp_path, stand
     scale = np.abs(margins["auto"]).max()
     assert not np.array_equal(margins["bf16"], margins["auto"])
     np.testing.assert_allclose(margins["bf16"], margins["auto"], atol=0.05 * scale)
+
+
+def test_output_dir_is_the_first_positional_field_as_in_reward_config(tmp_path, decoder_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = MarsConfig("out", bf16=False)
+    assert config.output_dir == "out" and config.use_mars is True
+    assert RewardConfig("out", bf16=False).output_dir == config.output_dir
+    with pytest.raises(TypeError):
+        MarsArguments(True)  # MARS's fields are keyword-only
+    trainer = MarsRewardTrainer(
+        model=decoder_dir,
+        train_dataset=to_format(preference_rows(8), False, True),
+    )
+    assert trainer.args.output_dir == f"{os.path.basename(decoder_dir)}-Reward" and trainer.mars_args.use_mars is True
