@@ -222,6 +222,7 @@ class Refiner:
                 draws += [(s, int(v)) for v in draw_variants(len(self.cache[s]), int(counts[s]), rng)]
             tokens = self.tokenize(sorted(set(draws)), round_id)
         rows = [tokens[key] for key in draws if key in tokens]
+        considered = candidates if strategy == "west_of_n" else draws
         unfilled = int(counts.sum() - sum(counts[s] for s in ready))
         new = self.pool.append(rows)
 
@@ -239,7 +240,10 @@ class Refiner:
             "variants_reused_pairs": len(reused),
             "variants_invalid": int(stats["variants_invalid"]),
             "augmenter_failures": int(stats["augmenter_failures"]),
-            "dropped_max_length": len(set(draws)) - len([k for k in set(draws) if k in tokens]),
+            # Budget lost to variants over `max_length` (each repeat of such a variant counts), so that
+            # added + dropped_max_length + budget_unfilled = budget; and how many distinct variants that was.
+            "dropped_max_length": int(sum(counts[s] for s in ready)) - len(rows),
+            "variants_over_max_length": len({k for k in considered if k not in tokens}),
             "budget_unfilled": unfilled,
             "added": len(new),
             "pool_size": len(self.pool),

@@ -356,3 +356,41 @@ def test_a_second_train_call_starts_mars_afresh(tmp_path, standard_rows, decoder
     assert len(trainer.pool) == 48 + 40 and len(trainer._mars_refiner.reports) == 2
     assert len(trainer._mars_callback.history) == len(first)
     assert trainer.run_plan.pool_sizes == (48, 68, 88)
+
+
+@pytest.mark.parametrize("strategy", ["mars", "uniform", "west_of_n"])
+def test_round_accounting_adds_up_with_long_variants_and_repeated_draws(
+    tmp_path, standard_rows, decoder_tokenizer, strategy
+):
+    """added + dropped_max_length + budget_unfilled = budget, when draws repeat (3 variants a pair, margin-weighted
+    counts above 3) and some variants (every one of some pairs) are over max_length."""
+    long_tail = " the cat likes the ball" * 12
+
+    def augmenter(pairs, k):
+        out = []
+        for pair, variants in zip(pairs, suffix_augmenter(pairs, k)):
+            whole = "dog" in pair["chosen"]  # every variant of these pairs is too long
+            out.append(
+                [{**v, "chosen": v["chosen"] + long_tail} if whole or j == 0 else v for j, v in enumerate(variants)]
+            )
+        return out
+
+    trainer = build(
+        tmp_path,
+        decoder_tokenizer,
+        to_format(standard_rows, False, True),
+        augmenter=augmenter,
+        augment_strategy=strategy,
+        augment_budget=240,
+        augment_variants_per_pair=3,
+    )
+    trainer.train()
+    reports = trainer._mars_refiner.reports
+    assert len(reports) == 2
+    for r in reports:
+        assert r["added"] + r["dropped_max_length"] + r["budget_unfilled"] == r["budget"] == 120, r
+        assert r["dropped_max_length"] > 0 and r["variants_over_max_length"] > 0, r
+    if strategy == "mars":  # counts above 3 repeat a pair's variants: each repeat of a long one costs budget
+        assert max(trainer._mars_refiner.last_counts) > 3
+        assert any(r["dropped_max_length"] > r["variants_over_max_length"] for r in reports)
+    assert len(trainer.pool) == 48 + sum(r["added"] for r in reports)
