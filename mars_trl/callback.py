@@ -8,7 +8,7 @@ import logging
 import numpy as np
 from transformers import TrainerCallback
 
-from .margins import MarginTable, bt_curvature, margin_statistics, sampling_statistics, sampling_weights
+from .margins import MarginTable, bt_curvature, margin_statistics, sampling_statistics, weights_with_nonfinite
 from .scoring import score_margins
 from .state import has_state, load_state, save_state
 
@@ -92,6 +92,7 @@ class MarsCallback(TrainerCallback):
             indices=indices,
             lengths=self.pool.lengths(),
             description=f"MARS: scoring {indices.size} pairs (epoch {epoch})",
+            require_finite=self.mars.margin_nonfinite == "raise",
             **self.trainer.scoring_arguments(),
         )
         table = self._ensure_table()
@@ -108,9 +109,12 @@ class MarsCallback(TrainerCallback):
         seconds = self.score(todo, epoch).seconds if todo.size else 0.0
         num_labelled = self.pool.num_labelled
         hardness = self.hardness(table)
-        curvature = bt_curvature(hardness[:num_labelled])
-        stats = margin_statistics(table.values[:num_labelled], curvature=curvature)
+        nonfinite = self.check_finite(table.values)
+        finite = np.isfinite(hardness[:num_labelled])
+        curvature = bt_curvature(hardness[:num_labelled][finite])
+        stats = margin_statistics(table.values[:num_labelled][finite], curvature=curvature) if finite.any() else {}
         stats.update({"scoring_seconds": seconds, "pairs_scored": float(todo.size), "refresh_epoch": float(epoch)})
+        stats["nonfinite_margins"] = float(nonfinite)
 
         entry = {"epoch": epoch, "margins": table.values[:num_labelled].astype(np.float32), "counts": None}
         self.history.append(entry)
@@ -125,7 +129,7 @@ class MarsCallback(TrainerCallback):
             hardness = self.hardness(table)
 
         if self.mars.margin_sampling:
-            weights = sampling_weights(
+            weights = weights_with_nonfinite(
                 hardness,
                 tau=self.mars.margin_tau,
                 mode=self.mars.margin_mode,
@@ -135,9 +139,10 @@ class MarsCallback(TrainerCallback):
             self.sampler.set_weights(weights)
             # Over the whole pool, without margin_statistics' quantiles (0.2 s at 1e7 pairs); the labelled pairs'
             # curvature serves while the pool holds nothing else.
-            if len(table) != num_labelled:
-                curvature = bt_curvature(hardness)
-            sampled = sampling_statistics(hardness, weights, curvature)
+            finite = np.isfinite(hardness)
+            if len(table) != num_labelled or not finite.all():
+                curvature = bt_curvature(hardness[finite])
+            sampled = sampling_statistics(hardness[finite], weights[finite] / weights[finite].sum(), curvature)
             stats["curvature_pool_uniform"] = sampled.pop("curvature_uniform")
             stats.update(sampled)
         else:
@@ -145,6 +150,24 @@ class MarsCallback(TrainerCallback):
         stats["pool_size"] = float(len(self.pool))
         self.last_refresh_epoch = epoch
         return stats
+
+    def check_finite(self, margins: np.ndarray) -> int:
+        """How many pool pairs have a NaN/inf margin; warns (or, with `margin_nonfinite='raise'`, stops) if any."""
+        bad = np.flatnonzero(~np.isfinite(margins))
+        if bad.size and self.mars.margin_nonfinite == "raise":
+            raise FloatingPointError(
+                f"The reward model returned a non-finite margin ({margins[bad[0]]}) for training pair {int(bad[0])} "
+                f"({bad.size} such pairs). Training has diverged or that pair's inputs are degenerate: lower the "
+                "learning rate, turn off fp16, or resume from an earlier checkpoint. Nothing already saved was changed."
+            )
+        if bad.size:
+            logger.warning(
+                f"{bad.size} of {margins.size} training pairs have a non-finite margin (first: pair {int(bad[0])}, "
+                f"{margins[bad[0]]}): the reward model overflows on them (e.g. float16 on CPU) or training diverged. "
+                "They keep the uniform sampling weight and get no augmentation budget. Train in float32/bfloat16 or "
+                "lower the learning rate; set `margin_nonfinite='raise'` to stop instead."
+            )
+        return int(bad.size)
 
     # -- Trainer events ------------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):

@@ -11,6 +11,7 @@ from trl import RewardConfig
 _MARGIN_MODES = ("signed", "absolute")
 _MARGIN_SOURCES = ("full", "online")
 _SCORING_PRECISIONS = ("auto", "bf16")
+_NONFINITE = ("uniform", "raise")
 _STRATEGIES = ("none", "uniform", "west_of_n", "mars")
 _EPOCH_LENGTHS = ("pool", "fixed")
 _AUGMENTERS = ("perturbation", "paraphrase", "lm_paraphrase")
@@ -159,6 +160,16 @@ class MarsArguments:
             "margin moves by up to ~1-2% of the rewards' size: a sampling weight by exp(tau x that), and pairs with "
             "margins smaller than it can change sign in the logged statistics. Needs bf16 support on the device.",
             "choices": list(_SCORING_PRECISIONS),
+        },
+    )
+    margin_nonfinite: str = field(
+        default="uniform",
+        metadata={
+            "help": "Pairs whose margin is NaN or infinite at a refresh (the reward model overflowed on them, e.g. a "
+            "float16 model on CPU). 'uniform': they keep the uniform weight 1/N and get no augmentation budget, a "
+            "warning gives their number and `mars/nonfinite_margins` logs it; training goes on, as RewardTrainer's "
+            "does. 'raise': stop with a FloatingPointError naming the first such pair.",
+            "choices": list(_NONFINITE),
         },
     )
 
@@ -366,6 +377,11 @@ class MarsArguments:
             raise ValueError(
                 f"`margin_scoring_precision` must be one of {_SCORING_PRECISIONS}, got "
                 f"{self.margin_scoring_precision!r}: 'auto' scores in the training's precision, 'bf16' in bfloat16."
+            )
+        if self.margin_nonfinite not in _NONFINITE:
+            raise ValueError(
+                f"`margin_nonfinite` must be one of {_NONFINITE}, got {self.margin_nonfinite!r}: 'uniform' trains on "
+                "with such pairs at the uniform weight, 'raise' stops."
             )
         self._check_integers(("margin_warmup_epochs", "margin_online_max_age_epochs"), minimum=0)
         self._check_integers(("margin_refresh_epochs",), minimum=1)

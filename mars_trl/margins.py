@@ -65,6 +65,31 @@ def sampling_weights(
     return w
 
 
+def weights_with_nonfinite(margins: np.ndarray, **settings) -> np.ndarray:
+    """
+    [`sampling_weights`] over the finite margins; a pair with a NaN/inf margin keeps the uniform weight 1/N (the
+    finite pairs share the rest of the mass as they would on their own).
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> from mars_trl.margins import weights_with_nonfinite
+    >>> w = weights_with_nonfinite(np.array([-1.0, np.nan, 1.0, 0.0]), tau=0.5, floor=0.0)
+    >>> float(w[1]), round(float(w.sum()), 6)
+    (0.25, 1.0)
+    ```
+    """
+    m = np.asarray(margins, dtype=np.float64)
+    finite = np.isfinite(m)
+    if finite.all():
+        return sampling_weights(m, **settings)
+    weights = np.full(m.size, 1.0 / m.size)
+    if finite.any():
+        weights[finite] = sampling_weights(m[finite], **settings) * (finite.sum() / m.size)
+    return weights
+
+
 def bt_curvature(margins: np.ndarray) -> np.ndarray:
     """sigma'(D) = sigma(D) * (1 - sigma(D)): the Bradley-Terry loss curvature, largest (1/4) at D = 0."""
     # As e^-|D| / (1 + e^-|D|)^2: no overflow, no cancellation in 1 - sigma(D) for large D, and two buffers.

@@ -176,30 +176,30 @@ class Refiner:
         round_id = len(self.reports) + 1
         seed = self.trainer.args.seed
         strategy = self.mars.augment_strategy
-        if self.mars.semantic_distance_weighting and strategy == "mars" and self.sharpener is not None:
+        # Pairs with a non-finite margin get no budget (`margin_nonfinite`); the rest share all of it.
+        finite = np.isfinite(labelled_margins)
+        counts = np.zeros(labelled_margins.size, dtype=np.int64)
+        settings = dict(
+            tau=self.mars.margin_tau,
+            mode=self.mars.margin_mode,
+            seed=seed + round_id,
+            standardize=self.mars.margin_standardize,
+        )
+        weighted = self.mars.semantic_distance_weighting and strategy == "mars" and self.sharpener is not None
+        if finite.any() and weighted:
             from .semantic import allocate_with_distances
 
             # Beyond the paper (off by default): softmax(-tau * D) * w(d), d the pairs' semantic distances.
-            counts = allocate_with_distances(
-                labelled_margins,
-                getattr(self.sharpener, "distances", None),
+            distances = getattr(self.sharpener, "distances", None)
+            counts[finite] = allocate_with_distances(
+                labelled_margins[finite],
+                None if distances is None else np.asarray(distances)[finite],
                 budget,
-                tau=self.mars.margin_tau,
-                mode=self.mars.margin_mode,
                 beta=self.mars.semantic_distance_beta,
-                seed=seed + round_id,
-                standardize=self.mars.margin_standardize,
+                **settings,
             )
-        else:
-            counts = allocate(
-                strategy,
-                labelled_margins,
-                budget,
-                tau=self.mars.margin_tau,
-                mode=self.mars.margin_mode,
-                seed=seed + round_id,
-                standardize=self.mars.margin_standardize,
-            )
+        elif finite.any():
+            counts[finite] = allocate(strategy, labelled_margins[finite], budget, **settings)
         self.last_counts = counts
         sources = np.flatnonzero(counts > 0).tolist()
         reused = [s for s in sources if s in self.cache]
@@ -223,7 +223,7 @@ class Refiner:
             tokens = self.tokenize(sorted(set(draws)), round_id)
         rows = [tokens[key] for key in draws if key in tokens]
         considered = candidates if strategy == "west_of_n" else draws
-        unfilled = int(counts.sum() - sum(counts[s] for s in ready))
+        unfilled = int(budget - sum(counts[s] for s in ready))
         new = self.pool.append(rows)
 
         from .semantic import semantic_report

@@ -22,10 +22,11 @@ def plot_margin_distributions(history: list[dict], path: str):
     """Histogram of the labelled pairs' margins at each refresh."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 4))
-    values = np.concatenate([h["margins"] for h in history])
+    finite = [h["margins"][np.isfinite(h["margins"])] for h in history]  # NaN/inf margins have no place on an axis
+    values = np.concatenate(finite)
     bins = np.linspace(values.min(), values.max(), 40) if values.size and values.max() > values.min() else 20
-    for h in history:
-        ax.hist(h["margins"], bins=bins, histtype="step", linewidth=1.5, label=f"epoch {h['epoch']}")
+    for h, margins in zip(history, finite):
+        ax.hist(margins, bins=bins, histtype="step", linewidth=1.5, label=f"epoch {h['epoch']}")
     ax.axvline(0.0, color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="margin D = r(chosen) - r(rejected)", ylabel="labelled pairs", title="Margins at each refresh")
     ax.legend(fontsize="small")

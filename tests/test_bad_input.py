@@ -77,6 +77,8 @@ def test_out_of_range_config(tmp_path):
         MarsConfig(**cpu_args(tmp_path, augmenter="gpt"))
     with pytest.raises(ValueError, match="`margin_scoring_precision` must be one of .* 'auto' scores in the"):
         MarsConfig(**cpu_args(tmp_path, margin_scoring_precision="fp8"))
+    with pytest.raises(ValueError, match="`margin_nonfinite` must be one of"):
+        MarsConfig(**cpu_args(tmp_path, margin_nonfinite="skip"))
 
 
 @pytest.mark.parametrize(

@@ -388,18 +388,61 @@ def test_reserved_index_column(tmp_path, standard_rows, decoder_tokenizer):
         )
 
 
-def test_non_finite_rewards_name_the_pair(tmp_path, standard_rows, decoder_tokenizer):
+def test_non_finite_rewards_name_the_pair_when_asked_to_raise(tmp_path, standard_rows, decoder_tokenizer):
     model = make_decoder(decoder_tokenizer)
     with torch.no_grad():
         model.score.weight.fill_(float("nan"))
     trainer = MarsRewardTrainer(
         model=model,
-        args=MarsConfig(**cpu_args(tmp_path, margin_warmup_epochs=0)),
+        args=MarsConfig(**cpu_args(tmp_path, margin_warmup_epochs=0, margin_nonfinite="raise")),
         train_dataset=to_format(standard_rows, False, True),
         processing_class=decoder_tokenizer,
     )
     with pytest.raises(FloatingPointError, match="non-finite margin .* training pair"):
         trainer.train()
+
+
+def test_non_finite_margins_keep_the_uniform_weight_and_no_budget(
+    tmp_path, standard_rows, decoder_tokenizer, caplog
+):
+    """By default a pair the model scores as NaN (as a float16 model on CPU can) does not stop training, as it does
+    not stop RewardTrainer: it keeps the uniform weight, gets no augmentation budget, and a warning counts it."""
+    from test_refinement import suffix_augmenter
+
+    data = to_format(standard_rows, False, True)
+    model = make_decoder(decoder_tokenizer)
+    dog = decoder_tokenizer.convert_tokens_to_ids("dog")
+
+    def nan_for_dog_in_eval(module, args, kwargs, output):  # only the scoring pass (eval mode) sees NaN
+        if not module.training:
+            rows = (kwargs["input_ids"] == dog).any(dim=1)
+            output.logits[rows] = float("nan")
+        return output
+
+    model.register_forward_hook(nan_for_dog_in_eval, with_kwargs=True)
+    trainer = MarsRewardTrainer(
+        model=model,
+        args=MarsConfig(**cpu_args(tmp_path, num_train_epochs=3, augment_budget=48, augment_variants_per_pair=4)),
+        train_dataset=data,
+        processing_class=decoder_tokenizer,
+        augmenter=suffix_augmenter,
+    )
+    with caplog.at_level("WARNING", logger="mars_trl.callback"):
+        trainer.train()
+    bad = np.array(["a dog" in row["chosen"] for row in standard_rows])
+    assert 0 < bad.sum() < len(bad)
+    logs = [e for e in trainer.state.log_history if "mars/pool_size" in e]
+    assert len(logs) == 2 and all(np.isfinite(e["mars/margin_mean"]) for e in logs)
+    assert logs[0]["mars/nonfinite_margins"] == bad.sum()
+    warned = [r.getMessage() for r in caplog.records if "non-finite margin" in r.getMessage()]
+    assert warned and warned[0].startswith(f"{bad.sum()} of 48 training pairs")
+    assert trainer._mars_refiner.last_counts[bad].sum() == 0 and trainer._mars_refiner.last_counts.sum() == 24
+    weights = trainer.margin_sampler.weights
+    nan_pool = ~np.isfinite(trainer.margins)
+    assert nan_pool[:48].tolist() == bad.tolist()
+    np.testing.assert_allclose(weights[nan_pool], 1.0 / len(weights))
+    assert np.isfinite(weights).all() and weights.sum() == pytest.approx(1.0)
+    assert all(np.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
 
 
 def _resume_run(tmp_path, tokenizer, data, resume=None, **overrides):
