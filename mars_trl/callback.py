@@ -139,12 +139,16 @@ class MarsCallback(TrainerCallback):
             self.sampler.set_weights(weights)
             # Over the whole pool, without margin_statistics' quantiles (0.2 s at 1e7 pairs); the labelled pairs'
             # curvature serves while the pool holds nothing else.
+            # Curvature over the pairs with a finite margin; the ESS over every weight.
             finite = np.isfinite(hardness)
-            if len(table) != num_labelled or not finite.all():
-                curvature = bt_curvature(hardness[finite])
-            sampled = sampling_statistics(hardness[finite], weights[finite] / weights[finite].sum(), curvature)
-            stats["curvature_pool_uniform"] = sampled.pop("curvature_uniform")
-            stats.update(sampled)
+            if finite.any():
+                if len(table) != num_labelled or not finite.all():
+                    curvature = bt_curvature(hardness[finite])
+                sampled = sampling_statistics(hardness[finite], weights[finite] / weights[finite].sum(), curvature)
+                stats["curvature_pool_uniform"] = sampled.pop("curvature_uniform")
+                stats.update(sampled)
+            stats["ess"] = float(1.0 / np.dot(weights, weights))
+            stats["ess_fraction"] = stats["ess"] / weights.size
         else:
             self.sampler.set_pool_size(len(self.pool))
         stats["pool_size"] = float(len(self.pool))

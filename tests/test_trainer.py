@@ -388,18 +388,28 @@ def test_reserved_index_column(tmp_path, standard_rows, decoder_tokenizer):
         )
 
 
-def test_non_finite_rewards_name_the_pair_when_asked_to_raise(tmp_path, standard_rows, decoder_tokenizer):
+@pytest.mark.parametrize("setting", ["uniform", "raise"])
+def test_a_model_with_only_nan_rewards(tmp_path, standard_rows, decoder_tokenizer, setting, caplog):
+    """Every margin NaN: by default MARS trains on as RewardTrainer does (uniform weights, a warning); with
+    `margin_nonfinite='raise'` it stops, naming the pair."""
     model = make_decoder(decoder_tokenizer)
     with torch.no_grad():
         model.score.weight.fill_(float("nan"))
     trainer = MarsRewardTrainer(
         model=model,
-        args=MarsConfig(**cpu_args(tmp_path, margin_warmup_epochs=0, margin_nonfinite="raise")),
+        args=MarsConfig(**cpu_args(tmp_path, margin_warmup_epochs=0, margin_nonfinite=setting)),
         train_dataset=to_format(standard_rows, False, True),
         processing_class=decoder_tokenizer,
     )
-    with pytest.raises(FloatingPointError, match="non-finite margin .* training pair"):
+    if setting == "raise":
+        with pytest.raises(FloatingPointError, match="non-finite margin .* training pair"):
+            trainer.train()
+        return
+    with caplog.at_level("WARNING", logger="mars_trl.callback"):
         trainer.train()
+    assert any(r.getMessage().startswith("48 of 48 training pairs have a non-finite") for r in caplog.records)
+    np.testing.assert_allclose(trainer.margin_sampler.weights, 1.0 / 48)
+    assert [e["mars/ess_fraction"] for e in trainer.state.log_history if "mars/ess" in e] == [1.0, 1.0]
 
 
 def test_non_finite_margins_keep_the_uniform_weight_and_no_budget(
