@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--output_dir", default="mars-demo")
     parser.add_argument("--quick", action="store_true", help="tiny settings (for tests): 32/48 pairs, 2 epochs, 2 seeds")
+    parser.add_argument(
+        "--report", default=None, help="print the comparison table of a finished demo's report.json again (no training)"
+    )
     return parser
 
 
@@ -126,11 +129,13 @@ def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
 
 
 def _train_arm(args, arm: str, seed: int, train, model_path: str, run_dir: str, max_steps: int = -1):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback
 
     from .trainer import MarsRewardTrainer
 
+    # Every arm of a seed starts from the same fresh reward head (else its init would depend on the arms before it).
+    set_seed(seed)
     trainer = MarsRewardTrainer(
         model=AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1),
         args=_config(args, run_dir, arm, seed, max_steps),
@@ -148,6 +153,12 @@ def run(args: argparse.Namespace) -> dict:
 
     from .synthetic import make_preference_dataset
 
+    if args.report:
+        with open(args.report, encoding="utf-8") as handle:
+            report = json.load(handle)
+        runs = report["runs"]
+        print(_table(runs, [a for a in ARMS if a in runs]))
+        return report
     if args.quick:
         args.num_train, args.num_test, args.epochs, args.seeds = 32, 48, 2, [0, 1]
     arms = [a for a in ARMS if a in args.arms]
@@ -213,8 +224,8 @@ def _paired(runs: dict, arms: list[str]) -> dict:
         }
 
     out = {arm: against("plain", arm) for arm in arms[1:]}
-    if "mars" in arms and "uniform" in arms:
-        out["mars_vs_uniform"] = against("uniform", "mars")
+    if "mars" in arms:  # MARS against each other arm: matched steps and the paper's baselines
+        out |= {f"mars_vs_{arm}": against(arm, "mars") for arm in arms[1:] if arm != "mars"}
     return out
 
 
@@ -236,11 +247,12 @@ def _table(runs: dict, arms: list[str]) -> str:
             f"{LABELS[arm]:30} {mean['all']:>6.3f} {mean['easy']:>6.3f} {mean['medium']:>7.3f} {mean['hard']:>6.3f} "
             f"{steps:>6.0f}   {diff}"
         )
-    if "mars_vs_uniform" in paired:
-        d = paired["mars_vs_uniform"]["all"]
-        lines.append(
-            f"MARS vs uniform augmentation: {d['mean']:+.3f} ({d['se']:.3f}) [{d['low']:+.3f}, {d['high']:+.3f}]"
-        )
+    for arm in arms[1:]:
+        if f"mars_vs_{arm}" in paired:
+            d = paired[f"mars_vs_{arm}"]["all"]
+            lines.append(
+                f"MARS vs {LABELS[arm]}: {d['mean']:+.3f} ({d['se']:.3f}) [{d['low']:+.3f}, {d['high']:+.3f}]"
+            )
     seeds = len(runs["plain"])
     lines.append(f"Means over {seeds} seeds; each difference is paired by seed (same data, same held-out pairs).")
     return "\n".join(lines)

@@ -63,6 +63,12 @@ def test_demo_quick_runs_offline(tmp_path):
     diffs = [m["results"]["all"] - p["results"]["all"] for m, p in zip(mars, plain)]
     assert report["paired"]["mars"]["all"]["mean"] == pytest.approx(sum(diffs) / 2)
     assert (tmp_path / "demo" / "mars" / "mars_margins.png").exists()
+    assert "MARS vs RewardTrainer, MARS's steps:" in result.stdout
+    # The table again from the saved report, without training: the same lines.
+    again = cli("demo", "--report", str(tmp_path / "demo" / "report.json"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    table = result.stdout[result.stdout.index("held-out accuracy") : result.stdout.index("Report:")].strip()
+    assert again.stdout.strip() == table
 
 
 def test_paired_difference_statistics():
