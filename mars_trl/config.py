@@ -51,9 +51,12 @@ class MarsArguments:
         default=True,
         metadata={
             "help": "Master switch. With `False` the trainer trains as TRL's `RewardTrainer`: same data, sampler, "
-            "losses and steps (tested bit for bit). What MarsRewardTrainer fixes where RewardTrainer fails or "
-            "silently misbehaves still applies: tokenizers without an eos token, and a LoRA config that would leave "
-            "the reward head untrained (see docs/lora-qlora.md)."
+            "losses and steps (tested bit for bit) wherever RewardTrainer trains at all. What still differs (see "
+            "README, 'Swap one class'): inputs RewardTrainer fails on are accepted (tokenizers without an eos token; "
+            "conversational data with a template-less tokenizer, which gets a plain chat template saved with it; a "
+            "4-bit model trained without bf16); bad data fails up front with a named error; a LoRA config without the "
+            "reward head gets the head in `modules_to_save`; and `MarsConfig` leaves an unset `bf16` off where no "
+            "bf16 accelerator exists."
         },
     )
     margin_sampling: bool = field(
