@@ -230,6 +230,7 @@ class MarsRewardTrainer(RewardTrainer):
 
         self._match_quantized_trainable_dtype()
         validate_prepared_dataset(self.train_dataset, self.args.max_length, "train")
+        self.dropped_max_length = self._count_dropped(train_dataset)
         if not self._mars_active:
             return
         if self.args.train_sampling_strategy not in (None, "random"):
@@ -287,6 +288,20 @@ class MarsRewardTrainer(RewardTrainer):
                     f"{self.mars_args.margin_warmup_epochs}: margin-aware sampling never starts. Train longer or "
                     "lower `margin_warmup_epochs`."
                 )
+
+    def _count_dropped(self, given) -> int:
+        """Labelled pairs RewardTrainer's preparation left out for `max_length`; warns once when there are any."""
+        if not isinstance(given, Dataset) or not isinstance(self.train_dataset, Dataset):
+            return 0
+        dropped = len(given) - len(self.train_dataset)
+        if dropped > 0:
+            logger.warning(
+                f"{dropped} of {len(given)} training pairs have a side longer than max_length={self.args.max_length} "
+                "tokens and were left out, as RewardTrainer leaves them out (its `max_length` help says "
+                "'truncated'; they are dropped). Raise `max_length` (or set it to None) to train on them, or shorten "
+                "the data."
+            )
+        return dropped
 
     def _match_quantized_trainable_dtype(self) -> None:
         # TRL casts every trainable parameter of a quantized model to bf16 (the QLoRA recipe). Without bf16 mixed

@@ -42,11 +42,13 @@ def test_bookkeeping_runs_at_toy_sizes(tmp_path):
     result = _results(tmp_path, "bookkeeping")
     assert [r["size"] for r in result["epoch"]] == [1000, 10000]
     for r in result["epoch"]:
-        # MARS's own share counts the index hand-out only beyond what the stock RandomSampler costs.
+        # Properties of the figures, not the script's formula again: MARS's own share is a part of the epoch's
+        # bookkeeping that excludes what the stock RandomSampler would cost anyway, and a round only adds to it.
         ops = r["ops"]
-        beyond_stock = max(0.0, ops["sampler_iter"] - ops["random_sampler_iter"])
-        assert r["own_seconds"] == pytest.approx(r["epoch_seconds"] - ops["sampler_iter"] + beyond_stock)
-        assert r["epoch_with_round_seconds"] == pytest.approx(r["epoch_seconds"] + r["ops"]["allocate_mars"])
+        assert all(v >= 0 for v in ops.values())
+        assert 0 <= r["own_seconds"] <= r["epoch_seconds"]
+        assert r["own_seconds"] <= r["epoch_seconds"] - min(ops["sampler_iter"], ops["random_sampler_iter"]) + 1e-12
+        assert r["epoch_with_round_seconds"] > r["epoch_seconds"]
 
 
 def test_accuracy_strategy_overrides_reach_the_config():

@@ -645,3 +645,23 @@ def test_output_dir_is_the_first_positional_field_as_in_reward_config(tmp_path, 
         train_dataset=to_format(preference_rows(8), False, True),
     )
     assert trainer.args.output_dir == f"{os.path.basename(decoder_dir)}-Reward" and trainer.mars_args.use_mars is True
+
+
+def test_pairs_dropped_for_max_length_are_counted_warned_and_logged(
+    tmp_path, standard_rows, decoder_tokenizer, caplog
+):
+    long = [{**r, "chosen": r["chosen"] + " the cat likes the ball" * 20} for r in standard_rows[:3]]
+    data = to_format(standard_rows + long, False, True)
+    with caplog.at_level("WARNING", logger="mars_trl.trainer"):
+        trainer = MarsRewardTrainer(
+            model=make_decoder(decoder_tokenizer),
+            args=MarsConfig(**cpu_args(tmp_path, num_train_epochs=1)),
+            train_dataset=data,
+            processing_class=decoder_tokenizer,
+        )
+    assert trainer.dropped_max_length == 3 and len(trainer.train_dataset) == 48
+    warned = [r.getMessage() for r in caplog.records if "longer than max_length" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("3 of 51 training pairs") and "max_length=64" in warned[0]
+    trainer.train()
+    key = "mars/labelled_dropped_max_length"
+    assert [e[key] for e in trainer.state.log_history if key in e] == [3.0]

@@ -57,6 +57,16 @@ def main(output_dir: str, source: str) -> None:
         return stats
 
     trainer._mars_callback.refresh = refresh
+    # The sequence slots (2 per scored pair) this rank itself scored in each scoring pass, before the gather.
+    import mars_trl.scoring as scoring
+
+    scored, gather = [], scoring._gather
+
+    def recording_gather(accelerator, slots, values):
+        scored.append(sorted(int(s) for s in slots))
+        return gather(accelerator, slots, values)
+
+    scoring._gather = recording_gather
     trainer.train()
     params = torch.cat([p.detach().flatten().double() for p in trainer.model.parameters()])
     rank = trainer.accelerator.process_index
@@ -69,6 +79,7 @@ def main(output_dir: str, source: str) -> None:
         "seen": trainer.seen,
         "params_sha": hashlib.sha256(params.numpy().tobytes()).hexdigest(),
         "refreshes": [e for e in trainer.state.log_history if "mars/pairs_scored" in e],
+        "scored_slots": scored,
         "pool_size": len(trainer.pool),
         "pool_sha": hashlib.sha256(trainer.pool.to_jsonl()).hexdigest(),
     }
