@@ -177,7 +177,12 @@ class MarsCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._ensure_table()
         if state.global_step == 0:  # once per run, beside the figures of the refreshes
-            self.trainer.log_mars({"mars/labelled_dropped_max_length": float(self.trainer.dropped_max_length)})
+            self.trainer.log_mars(
+                {
+                    "mars/labelled_dropped_max_length": float(self.trainer.dropped_max_length),
+                    "mars/labelled_truncated_max_length": float(self.trainer.truncated_max_length.get("train", 0)),
+                }
+            )
         resume_dir = self.trainer._mars_resume_dir
         if resume_dir is not None:
             if has_state(resume_dir):

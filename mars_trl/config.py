@@ -12,6 +12,7 @@ _MARGIN_MODES = ("signed", "absolute")
 _MARGIN_SOURCES = ("full", "online")
 _SCORING_PRECISIONS = ("auto", "bf16")
 _NONFINITE = ("uniform", "raise")
+_LENGTH_POLICIES = ("drop", "truncate")
 _STRATEGIES = ("none", "uniform", "west_of_n", "mars")
 _EPOCH_LENGTHS = ("pool", "fixed")
 _AUGMENTERS = ("perturbation", "paraphrase", "lm_paraphrase")
@@ -163,6 +164,17 @@ class MarsArguments:
             "margin moves by up to ~1-2% of the rewards' size: a sampling weight by exp(tau x that), and pairs with "
             "margins smaller than it can change sign in the logged statistics. Needs bf16 support on the device.",
             "choices": list(_SCORING_PRECISIONS),
+        },
+    )
+    max_length_policy: str = field(
+        default="drop",
+        metadata={
+            "help": "Pairs with a side longer than `max_length` tokens. 'drop' (RewardTrainer's behaviour, whose "
+            "`max_length` help says 'truncated'): left out, counted in a warning and in "
+            "`mars/labelled_dropped_max_length`. 'truncate': kept and fitted, the same way for both sides: first the "
+            "oldest tokens of the prompt they share (a leading [CLS]/<bos> stays), then each response's tail (a final "
+            "<eos>/[SEP] stays). Applies to training, evaluation and augmented pairs alike.",
+            "choices": list(_LENGTH_POLICIES),
         },
     )
     margin_nonfinite: str = field(
@@ -380,6 +392,11 @@ class MarsArguments:
             raise ValueError(
                 f"`margin_scoring_precision` must be one of {_SCORING_PRECISIONS}, got "
                 f"{self.margin_scoring_precision!r}: 'auto' scores in the training's precision, 'bf16' in bfloat16."
+            )
+        if self.max_length_policy not in _LENGTH_POLICIES:
+            raise ValueError(
+                f"`max_length_policy` must be one of {_LENGTH_POLICIES}, got {self.max_length_policy!r}: 'drop' leaves "
+                "pairs over `max_length` out (as RewardTrainer), 'truncate' keeps them fitted."
             )
         if self.margin_nonfinite not in _NONFINITE:
             raise ValueError(

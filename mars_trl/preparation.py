@@ -49,3 +49,58 @@ def ensure_chat_template(dataset, processing_class) -> None:
         "'Role: content' template inside the tokenizer's own special tokens. To choose another, set "
         "`tokenizer.chat_template` or `chat_template_path` in the config."
     )
+
+
+def truncate_pair(chosen: list[int], rejected: list[int], limit: int, special: set[int]) -> tuple[list, list]:
+    """
+    Fit a tokenized pair into `limit` tokens a side, the same way for both sides: first drop the oldest tokens of
+    the part they share (the prompt: its oldest turns go first), keeping a leading special token such as [CLS] or
+    <bos>; then cut each response's tail, keeping a final special token such as <eos> or [SEP] (the reward is read
+    at the last token).
+
+    Example:
+
+    ```python
+    >>> from mars_trl.preparation import truncate_pair
+    >>> truncate_pair([0, 5, 6, 7, 8, 1], [0, 5, 6, 7, 9, 9, 1], limit=5, special={0, 1})
+    ([0, 7, 8, 1], [0, 7, 9, 9, 1])
+    ```
+    """
+    longest = max(len(chosen), len(rejected))
+    if longest <= limit:
+        return chosen, rejected
+    shared = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        shared += 1
+    head = 1 if shared and chosen[0] in special else 0
+    # The shared part loses at most all but its last token: the responses keep the token they follow.
+    cut = min(longest - limit, max(shared - head - 1, 0))
+    chosen, rejected = chosen[:head] + chosen[head + cut :], rejected[:head] + rejected[head + cut :]
+
+    def tail(ids: list[int]) -> list[int]:
+        if len(ids) <= limit:
+            return ids
+        return ids[: limit - 1] + ids[-1:] if ids[-1] in special and limit > 1 else ids[:limit]
+
+    return tail(chosen), tail(rejected)
+
+
+def truncate_dataset(dataset, limit: int, special_ids, dataset_name: str):
+    """`truncate_pair` over a prepared dataset (`chosen_ids`/`rejected_ids`); returns it and how many pairs it cut."""
+    from datasets import Dataset
+
+    if not isinstance(dataset, Dataset):
+        return dataset.map(lambda ex: _truncated(ex, limit, set(special_ids))), 0
+    plain = dataset.with_format(None).select_columns(["chosen_ids", "rejected_ids"])
+    count = sum(max(len(c), len(r)) > limit for c, r in zip(plain["chosen_ids"], plain["rejected_ids"]))
+    if count == 0:
+        return dataset, 0
+    special = set(special_ids)
+    return dataset.map(_truncated, fn_kwargs={"limit": limit, "special": special}, desc=f"Truncating {dataset_name}"), count
+
+
+def _truncated(example, limit, special):
+    chosen, rejected = truncate_pair(example["chosen_ids"], example["rejected_ids"], limit, special)
+    return {"chosen_ids": chosen, "rejected_ids": rejected}

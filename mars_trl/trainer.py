@@ -20,7 +20,7 @@ from .callback import MarsCallback
 from .config import MarsConfig, mars_arguments_from
 from .peft_utils import prepare_peft_training
 from .pool import LOSS_MARGIN, PairPool
-from .preparation import empty_eos, ensure_chat_template
+from .preparation import empty_eos, ensure_chat_template, truncate_dataset
 from .refinement import Refiner
 from .sampler import MarginAwareSampler
 from .schedule import RunPlan, plan_for_steps, plan_run
@@ -165,6 +165,9 @@ class MarsRewardTrainer(RewardTrainer):
             model_name = model if isinstance(model, str) else model.config._name_or_path
             args = MarsConfig(f"{model_name.split('/')[-1]}-Reward")
         self.mars_args = mars_arguments_from(args)
+        #: Pairs fitted into `max_length` per prepared dataset ("train", "eval", "augmented"), with
+        #: `max_length_policy="truncate"`.
+        self.truncated_max_length: dict[str, int] = {}
         self._mars_sampler: MarginAwareSampler | None = None
         self._mars_callback: MarsCallback | None = None
         self._mars_resume_dir: str | None = None
@@ -378,8 +381,25 @@ class MarsRewardTrainer(RewardTrainer):
     # -- data -----------------------------------------------------------------------------------------------------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         ensure_chat_template(dataset, processing_class)
-        with empty_eos(processing_class):
-            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        limit = args.max_length
+        if self.mars_args.max_length_policy != "truncate" or limit is None:
+            with empty_eos(processing_class):
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        # RewardTrainer filters by `args.max_length` as its last step: prepare without it, then fit instead.
+        args.max_length = None
+        try:
+            with empty_eos(processing_class):
+                prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        finally:
+            args.max_length = limit
+        prepared, count = truncate_dataset(prepared, limit, processing_class.all_special_ids, dataset_name)
+        self.truncated_max_length[dataset_name] = self.truncated_max_length.get(dataset_name, 0) + count
+        if count and dataset_name != "augmented":
+            logger.warning(
+                f"{count} {dataset_name} pairs have a side longer than max_length={limit} tokens and were truncated "
+                "(`max_length_policy='truncate'`: the shared prompt's oldest tokens first, then the responses' tails)."
+            )
+        return prepared
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()

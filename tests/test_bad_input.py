@@ -79,6 +79,8 @@ def test_out_of_range_config(tmp_path):
         MarsConfig(**cpu_args(tmp_path, margin_scoring_precision="fp8"))
     with pytest.raises(ValueError, match="`margin_nonfinite` must be one of"):
         MarsConfig(**cpu_args(tmp_path, margin_nonfinite="skip"))
+    with pytest.raises(ValueError, match="`max_length_policy` must be one of"):
+        MarsConfig(**cpu_args(tmp_path, max_length_policy="cut"))
 
 
 @pytest.mark.parametrize(

@@ -665,3 +665,38 @@ def test_pairs_dropped_for_max_length_are_counted_warned_and_logged(
     trainer.train()
     key = "mars/labelled_dropped_max_length"
     assert [e[key] for e in trainer.state.log_history if key in e] == [3.0]
+
+
+def test_truncate_policy_keeps_long_pairs_fitted_the_same_way_on_both_sides(
+    tmp_path, standard_rows, decoder_tokenizer, caplog
+):
+    filler = "the cat likes the ball " * 15
+    long_prompt = [{**r, "prompt": "question: " + filler + r["prompt"]} for r in standard_rows[:2]]
+    long_answer = [{**r, "chosen": r["chosen"] + " the cat likes the ball" * 15} for r in standard_rows[2:4]]
+    rows = standard_rows[4:] + long_prompt + long_answer
+    data = to_format(rows, False, True)
+    with caplog.at_level("WARNING", logger="mars_trl.trainer"):
+        trainer = MarsRewardTrainer(
+            model=make_decoder(decoder_tokenizer),
+            args=MarsConfig(**cpu_args(tmp_path, num_train_epochs=1), max_length_policy="truncate"),
+            train_dataset=data,
+            processing_class=decoder_tokenizer,
+        )
+    assert trainer.dropped_max_length == 0 and len(trainer.train_dataset) == 48
+    assert trainer.truncated_max_length == {"train": 4}
+    assert any(r.getMessage().startswith("4 train pairs have a side longer") for r in caplog.records)
+    prepared = trainer.train_dataset.with_format(None)
+    eos, bos = decoder_tokenizer.eos_token_id, decoder_tokenizer.bos_token_id
+    for row in range(44, 48):
+        chosen, rejected = prepared[row]["chosen_ids"], prepared[row]["rejected_ids"]
+        assert max(len(chosen), len(rejected)) == 64 or row < 46  # the long answer is cut to exactly the limit
+        assert len(chosen) <= 64 and len(rejected) <= 64 and chosen[-1] == rejected[-1] == eos
+    # A long prompt loses its oldest tokens; both sides keep the question's end and their full answers.
+    full = decoder_tokenizer(long_prompt[0]["prompt"] + long_prompt[0]["chosen"] + decoder_tokenizer.eos_token)
+    chosen = prepared[44]["chosen_ids"]
+    assert chosen[-20:] == full["input_ids"][-20:] and len(chosen) == 64
+    if bos is not None and full["input_ids"][0] == bos:
+        assert chosen[0] == bos
+    trainer.train()
+    key = "mars/labelled_truncated_max_length"
+    assert [e[key] for e in trainer.state.log_history if key in e] == [4.0]
