@@ -89,6 +89,26 @@ def test_the_filter_drops_a_paraphrase_and_the_variants_that_need_it(chat_model,
         MeaningFilter(lambda batch: [[1.0]] * len(batch), min_similarity=1.5)
 
 
+def test_a_reworded_response_is_never_paired_with_a_verbatim_one(chat_model, chat_tokenizer):  # noqa: F811
+    """A filter that keeps every paraphrase except the rejected side's: a variant would pair a reworded chosen with
+    the verbatim rejected, so which side sounds reworded would give the label away. Both stay verbatim instead."""
+    import numpy as np
+
+    class KeepAllButRejected:
+        def accept(self, sources, candidates):
+            return np.array([source != PAIR["rejected"] for source in sources])
+
+    augmenter = _augmenter(chat_model, chat_tokenizer, meaning_filter=KeepAllButRejected())
+    assert augmenter.symmetric_responses
+    variants = augmenter([PAIR], k=9)[0]
+    assert variants  # the prompt's paraphrases still make variants
+    for variant in variants:
+        assert variant["chosen"] == PAIR["chosen"] and variant["rejected"] == PAIR["rejected"], variant
+        assert variant["prompt"] != PAIR["prompt"]
+    # Without a filter nothing is forced back: the authors' crossing, chosen and rejected reworded independently.
+    assert not _augmenter(chat_model, chat_tokenizer).symmetric_responses
+
+
 def test_named_in_the_config_it_augments_a_training_run(
     tmp_path, chat_model, chat_tokenizer, decoder_tokenizer, standard_rows  # noqa: F811
 ):

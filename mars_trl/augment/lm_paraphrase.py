@@ -8,7 +8,10 @@ each distinct text once, cached for later rounds), and crosses them into variant
 it, or drop the detail that made the chosen answer better. [`MeaningFilter`] keeps a paraphrase only if its
 sentence embedding stays close to its source's; a rejected paraphrase is replaced by the source text itself, so
 the variants that would have used it keep that field verbatim (and a variant left identical to the original pair
-is dropped). A weak paraphraser can then cost variants, never a label.
+is dropped). A variant never pairs a reworded response with a verbatim one: where the filter kept one side's
+paraphrase and not the other's, both responses stay verbatim (else, since the filter keeps chosen and rejected
+paraphrases at different rates, "which side sounds reworded" would correlate with the label). A weak paraphraser
+can then cost variants, never a label.
 """
 
 from __future__ import annotations
@@ -175,6 +178,7 @@ class LMParaphraseAugmenter(ParaphraseAugmenter):
             gguf_file=gguf_file,
         )
         self.meaning_filter = meaning_filter
+        self.symmetric_responses = meaning_filter is not None
         self.seed = int(seed)
         self.cache: dict[str, list[str]] = {}
         self.stats = {"texts_paraphrased": 0, "paraphrases": 0, "accepted": 0, "rejected_by_filter": 0}

@@ -119,6 +119,9 @@ class ParaphraseAugmenter(Augmenter):
         self.paraphrase_prompt = paraphrase_prompt
         self.generation_kwargs = dict(generation_kwargs or {})
         self.variants_per_pair = num_return_sequences**2
+        #: Variants never pair a reworded response with a verbatim one (set by the filtered LM paraphraser, whose
+        #: rejected paraphrases fall back to the source text).
+        self.symmetric_responses = False
 
     def __repr__(self) -> str:
         return (
@@ -272,6 +275,14 @@ class ParaphraseAugmenter(Augmenter):
             for j, m in _diagonal_order(self.num_return_sequences):
                 new_texts = {path: paraphrases[fields[path]][j] for path in plan["prompt"] + plan["chosen"]}
                 new_texts.update({path: paraphrases[fields[path]][m] for path in plan["rejected"]})
+                if self.symmetric_responses:
+                    # Never one response reworded and the other verbatim: which side is reworded must not hint at
+                    # the label (a filter that keeps fewer rejected-side paraphrases would make that side verbatim).
+                    changed = [
+                        any(new_texts[path] != fields[path] for path in plan[side]) for side in ("chosen", "rejected")
+                    ]
+                    if changed[0] != changed[1]:
+                        new_texts.update({path: fields[path] for path in plan["chosen"] + plan["rejected"]})
                 variant = with_texts(pair, new_texts)
                 signature = pair_key(variant)
                 if signature in seen or variant["chosen"] == variant["rejected"]:
