@@ -415,7 +415,7 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
     ]
     n_test = len(data["tests"][in_domain])
     parts = [
-        f"## Main comparison: {largest} labelled pairs, in-domain test ({n_test} HH pairs)\n\n"
+        f"## Main comparison: {largest} labelled pairs, in-domain {args.split} split ({n_test} HH pairs)\n\n"
         + common.markdown_table(headers, rows)
     ]
 
