@@ -92,7 +92,7 @@ class MarsCallback(TrainerCallback):
             indices=indices,
             lengths=self.pool.lengths(),
             description=f"MARS: scoring {indices.size} pairs (epoch {epoch})",
-            require_finite=self.mars.margin_nonfinite == "raise",
+            require_finite=False,  # `check_finite` judges the whole table, full and online margins alike
             **self.trainer.scoring_arguments(),
         )
         table = self._ensure_table()

@@ -384,32 +384,28 @@ class MarsArguments:
                 f"`margin_uniform_floor` must lie in [0, 1], got {floor!r}. 0 is pure softmax(-tau * margin), "
                 "1 is uniform sampling; the default is 0.1."
             )
-        if self.margin_mode not in _MARGIN_MODES:
-            raise ValueError(f"`margin_mode` must be one of {_MARGIN_MODES}, got {self.margin_mode!r}.")
-        if self.margin_source not in _MARGIN_SOURCES:
-            raise ValueError(f"`margin_source` must be one of {_MARGIN_SOURCES}, got {self.margin_source!r}.")
-        if self.margin_scoring_precision not in _SCORING_PRECISIONS:
-            raise ValueError(
-                f"`margin_scoring_precision` must be one of {_SCORING_PRECISIONS}, got "
-                f"{self.margin_scoring_precision!r}: 'auto' scores in the training's precision, 'bf16' in bfloat16."
-            )
-        if self.max_length_policy not in _LENGTH_POLICIES:
-            raise ValueError(
-                f"`max_length_policy` must be one of {_LENGTH_POLICIES}, got {self.max_length_policy!r}: 'drop' leaves "
-                "pairs over `max_length` out (as RewardTrainer), 'truncate' keeps them fitted."
-            )
-        if self.margin_nonfinite not in _NONFINITE:
-            raise ValueError(
-                f"`margin_nonfinite` must be one of {_NONFINITE}, got {self.margin_nonfinite!r}: 'uniform' trains on "
-                "with such pairs at the uniform weight, 'raise' stops."
-            )
+        self._check_choice("margin_mode", _MARGIN_MODES)
+        self._check_choice("margin_source", _MARGIN_SOURCES)
+        self._check_choice(
+            "margin_scoring_precision",
+            _SCORING_PRECISIONS,
+            "'auto' scores in the training's precision, 'bf16' in bfloat16.",
+        )
+        self._check_choice(
+            "max_length_policy",
+            _LENGTH_POLICIES,
+            "'drop' leaves pairs over `max_length` out (as RewardTrainer), 'truncate' keeps them fitted.",
+        )
+        self._check_choice(
+            "margin_nonfinite", _NONFINITE, "'uniform' trains on with such pairs at the uniform weight, 'raise' stops."
+        )
         self._check_integers(("margin_warmup_epochs", "margin_online_max_age_epochs"), minimum=0)
         self._check_integers(("margin_refresh_epochs",), minimum=1)
-        if self.epoch_length not in _EPOCH_LENGTHS:
-            raise ValueError(
-                f"`epoch_length` must be one of {_EPOCH_LENGTHS}, got {self.epoch_length!r}: 'pool' visits the whole "
-                "grown pool each epoch, 'fixed' keeps RewardTrainer's epoch length."
-            )
+        self._check_choice(
+            "epoch_length",
+            _EPOCH_LENGTHS,
+            "'pool' visits the whole grown pool each epoch, 'fixed' keeps RewardTrainer's epoch length.",
+        )
         extra = self.margin_extra_fraction
         if not (
             isinstance(extra, (int, float)) and not isinstance(extra, bool) and math.isfinite(extra) and extra >= 0
@@ -423,8 +419,7 @@ class MarsArguments:
                 "`margin_num_samples` fixes the epoch length, but `epoch_length='pool'` visits the whole pool each "
                 "epoch: set `epoch_length='fixed'` as well, or drop `margin_num_samples`."
             )
-        if self.augment_strategy not in _STRATEGIES:
-            raise ValueError(f"`augment_strategy` must be one of {_STRATEGIES}, got {self.augment_strategy!r}.")
+        self._check_choice("augment_strategy", _STRATEGIES)
         if self.augmenter is not None and self.augmenter not in _AUGMENTERS:
             raise ValueError(
                 f"`augmenter` must be one of {_AUGMENTERS} or None, got {self.augmenter!r}; to use your own, pass an "
@@ -461,6 +456,11 @@ class MarsArguments:
         )
         self._validate_semantic()
 
+    def _check_choice(self, name: str, choices: tuple[str, ...], explain: str = "") -> None:
+        value = getattr(self, name)
+        if value not in choices:
+            raise ValueError(f"`{name}` must be one of {choices}, got {value!r}" + (f": {explain}" if explain else "."))
+
     def _check_booleans(self) -> None:
         # Truthiness would turn the string "no" (a YAML or hand-written value) into True; parsers hand over real bools.
         for f in fields(MarsArguments):
@@ -484,8 +484,7 @@ class MarsArguments:
                 raise ValueError(f"`{name}` must be {kind}{' or None' if optional else ''}, got {value!r}.")
 
     def _validate_semantic(self) -> None:
-        if self.semantic_rewriter not in _REWRITERS:
-            raise ValueError(f"`semantic_rewriter` must be one of {_REWRITERS}, got {self.semantic_rewriter!r}.")
+        self._check_choice("semantic_rewriter", _REWRITERS)
         if self.semantic_refine and self.semantic_rewriter != "none" and not self.semantic_rewriter_model:
             raise ValueError(
                 f"`semantic_refine=True` with `semantic_rewriter={self.semantic_rewriter!r}` needs "

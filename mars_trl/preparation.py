@@ -91,14 +91,14 @@ def truncate_dataset(dataset, limit: int, special_ids, dataset_name: str):
     """`truncate_pair` over a prepared dataset (`chosen_ids`/`rejected_ids`); returns it and how many pairs it cut."""
     from datasets import Dataset
 
+    fn_kwargs = {"limit": limit, "special": set(special_ids)}
     if not isinstance(dataset, Dataset):
-        return dataset.map(lambda ex: _truncated(ex, limit, set(special_ids))), 0
+        return dataset.map(_truncated, fn_kwargs=fn_kwargs), 0
     plain = dataset.with_format(None).select_columns(["chosen_ids", "rejected_ids"])
     count = sum(max(len(c), len(r)) > limit for c, r in zip(plain["chosen_ids"], plain["rejected_ids"]))
     if count == 0:
         return dataset, 0
-    special = set(special_ids)
-    return dataset.map(_truncated, fn_kwargs={"limit": limit, "special": special}, desc=f"Truncating {dataset_name}"), count
+    return dataset.map(_truncated, fn_kwargs=fn_kwargs, desc=f"Truncating {dataset_name}"), count
 
 
 def _truncated(example, limit, special):

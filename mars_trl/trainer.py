@@ -382,16 +382,16 @@ class MarsRewardTrainer(RewardTrainer):
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         ensure_chat_template(dataset, processing_class)
         limit = args.max_length
-        if self.mars_args.max_length_policy != "truncate" or limit is None:
-            with empty_eos(processing_class):
-                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        # RewardTrainer filters by `args.max_length` as its last step: prepare without it, then fit instead.
-        args.max_length = None
+        truncate = self.mars_args.max_length_policy == "truncate" and limit is not None
+        # RewardTrainer filters by `args.max_length` as its last step: to truncate, prepare without it, then fit.
+        args.max_length = None if truncate else limit
         try:
             with empty_eos(processing_class):
                 prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         finally:
             args.max_length = limit
+        if not truncate:
+            return prepared
         prepared, count = truncate_dataset(prepared, limit, processing_class.all_special_ids, dataset_name)
         self.truncated_max_length[dataset_name] = self.truncated_max_length.get(dataset_name, 0) + count
         if count and dataset_name != "augmented":
