@@ -183,7 +183,7 @@ class MarsArguments:
             "help": "Pairs whose margin is NaN or infinite at a refresh (the reward model overflowed on them, e.g. a "
             "float16 model on CPU). 'uniform': they keep the uniform weight 1/N and get no augmentation budget, a "
             "warning gives their number and `mars/nonfinite_margins` logs it; training goes on, as RewardTrainer's "
-            "does. 'raise': stop with a FloatingPointError naming the first such pair.",
+            "does; West-of-N ranks a candidate variant scored so after the pair's finite ones. 'raise': stop with a FloatingPointError naming the first such pair.",
             "choices": list(_NONFINITE),
         },
     )

@@ -272,11 +272,14 @@ class Refiner:
             indices=np.arange(len(keys)),
             lengths=pair_lengths(dataset),
             description="MARS: scoring West-of-N candidates",
+            require_finite=self.mars.margin_nonfinite == "raise",
             **self.trainer.scoring_arguments(),
         )
         by_source: dict[int, list[tuple[float, int]]] = {}
         for (s, v), m in zip(keys, result.margins):
-            by_source.setdefault(s, []).append((-m, v))
+            # A candidate scored NaN/inf ranks after every finite one (`margin_nonfinite='uniform'`), as labelled
+            # pairs with such margins get no budget: it is drawn only once a pair's finite candidates run out.
+            by_source.setdefault(s, []).append((-m if np.isfinite(m) else np.inf, v))
         draws = []
         for s in sources:
             ranked = [v for _, v in sorted(by_source.get(s, []))]

@@ -398,3 +398,38 @@ def test_round_accounting_adds_up_with_long_variants_and_repeated_draws(
         assert max(trainer._mars_refiner.last_counts) > 3
         assert any(r["dropped_max_length"] > r["variants_over_max_length"] for r in reports)
     assert len(trainer.pool) == 48 + sum(r["added"] for r in reports)
+
+
+@pytest.mark.parametrize("setting", ["uniform", "raise"])
+def test_west_of_n_ranks_non_finite_candidates_last(tmp_path, standard_rows, decoder_tokenizer, setting):
+    """A candidate variant the model scores as NaN is drawn only after the pair's finite ones (by default), or stops
+    the run with `margin_nonfinite='raise'`; the labelled pairs themselves all score finite here."""
+    model = make_decoder(decoder_tokenizer)
+    poison = decoder_tokenizer.convert_tokens_to_ids("clear")  # `_edit`'s first filler word: variant 0 of each pair
+    assert poison != decoder_tokenizer.unk_token_id
+
+    def nan_for_variant_zero(module, args, kwargs, output):
+        if not module.training:
+            output.logits[(kwargs["input_ids"] == poison).any(dim=1)] = float("nan")
+        return output
+
+    model.register_forward_hook(nan_for_variant_zero, with_kwargs=True)
+    trainer = build(
+        tmp_path,
+        decoder_tokenizer,
+        to_format(standard_rows, False, True),
+        model=model,
+        num_train_epochs=2,
+        augment_strategy="west_of_n",
+        augment_budget=48,
+        margin_nonfinite=setting,
+    )
+    if setting == "raise":
+        with pytest.raises(FloatingPointError, match="non-finite margin"):
+            trainer.train()
+        return
+    trainer.train()
+    picked = trainer.pool.segments[0]
+    variants = np.asarray(picked["mars_variant"])
+    assert variants.size == 48 and (variants != 0).all()  # every draw a finite candidate; none was short of them
+    assert np.isfinite([e["loss"] for e in trainer.state.log_history if "loss" in e]).all()
