@@ -49,8 +49,8 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262)
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, help="model id or path (default: the offline all-MiniLM-L6-v2)")
-    parser.add_argument("--num_train", type=int, default=96, help="labelled training pairs")
-    parser.add_argument("--num_test", type=int, default=288, help="held-out pairs")
+    parser.add_argument("--num_train", type=int, default=48, help="labelled training pairs")
+    parser.add_argument("--num_test", type=int, default=240, help="held-out pairs")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--batch_size", type=int, default=16)
@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=ARMS,
         help="what to compare; add `uniform west_of_n` for the paper's baselines (plain is always the reference)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="runs trained at a time, each in its own process with a share of the CPU cores (default: one per core, "
+        "at most two per seed; 1 runs them one after another in this process)",
+    )
     parser.add_argument("--output_dir", default="mars-demo")
     parser.add_argument("--quick", action="store_true", help="tiny settings (for tests): 32/48 pairs, 2 epochs, 2 seeds")
     parser.add_argument(
@@ -72,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _config(args, output_dir: str, arm: str, seed: int, max_steps: int = -1):
+    import torch
+
     from .config import MarsConfig
 
     augmenting = arm in ("uniform", "west_of_n", "mars")
@@ -92,6 +101,7 @@ def _config(args, output_dir: str, arm: str, seed: int, max_steps: int = -1):
         report_to="none",
         save_strategy="no",
         logging_steps=10_000,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns
         disable_tqdm=True,
     )
 
@@ -128,6 +138,19 @@ def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
     return {"mean": mean, "se": se, "low": mean - t * se, "high": mean + t * se, "seeds": int(d.size)}
 
 
+def _quiet() -> None:
+    """One line per run: no progress bars, no library chatter (the runs' own errors still surface)."""
+    import warnings
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
 def _train_arm(args, arm: str, seed: int, train, model_path: str, run_dir: str, max_steps: int = -1):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -147,12 +170,71 @@ def _train_arm(args, arm: str, seed: int, train, model_path: str, run_dir: str, 
     return trainer
 
 
-def run(args: argparse.Namespace) -> dict:
-    import datasets
-    from transformers.utils import logging as hf_logging
-
+def _split(args, seed: int):
     from .synthetic import make_preference_dataset
 
+    data = make_preference_dataset(args.num_train + args.num_test, seed=seed).shuffle(seed=seed)
+    return data.select(range(args.num_train)), data.select(range(args.num_train, len(data)))
+
+
+def run_arm(args, arm: str, seed: int, model_path: str, max_steps: int = -1) -> dict:
+    """Train one arm on one seed's split and score it on that seed's held-out pairs: the record `report.json` keeps."""
+    start = time.perf_counter()
+    train, test = _split(args, seed)
+    trainer = _train_arm(args, arm, seed, train, model_path, os.path.join(args.output_dir, f"{arm}-seed{seed}"), max_steps)
+    margins, difficulty = held_out_margins(trainer, test)
+    record = {
+        "seed": seed,
+        "steps": trainer.state.global_step,
+        "seconds": time.perf_counter() - start,
+        "results": _summary(margins, difficulty),
+    }
+    if trainer.pool is not None:
+        record["pool_size"] = len(trainer.pool)
+    if arm == "mars" and seed == args.seeds[0]:
+        record["report"] = trainer.save_mars_report(os.path.join(args.output_dir, "mars"))
+    return record
+
+
+def _worker_start(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _quiet()
+
+
+def _runs(args, arms: list[str], model_path: str, workers: int):
+    """Yield `(arm, record)` as runs finish. `plain_matched` starts once its seed's MARS run has its step count."""
+    tasks = [(arm, seed) for arm in arms if arm != "plain_matched" for seed in args.seeds]
+    tasks.sort(key=lambda task: task[0] != "mars")  # MARS first: the longest runs, and `plain_matched` waits on them
+    if workers <= 1:
+        _quiet()
+        for arm, seed in tasks:
+            record = run_arm(args, arm, seed, model_path)
+            yield arm, record
+            if arm == "mars" and "plain_matched" in arms:
+                yield "plain_matched", run_arm(args, "plain_matched", seed, model_path, record["steps"])
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # Separate processes with a share of the cores each: on 2 CPU cores two one-thread runs train ~1.5x faster
+    # together than one two-thread run (small matrices parallelise poorly inside one step).
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")  # fork after torch has started its thread pools can hang
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(threads,)) as pool:
+        pending = {pool.submit(run_arm, args, arm, seed, model_path): arm for arm, seed in tasks}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                arm, record = pending.pop(future), future.result()
+                yield arm, record
+                if arm == "mars" and "plain_matched" in arms:
+                    later = pool.submit(run_arm, args, "plain_matched", record["seed"], model_path, record["steps"])
+                    pending[later] = "plain_matched"
+
+
+def run(args: argparse.Namespace) -> dict:
     if args.report:
         with open(args.report, encoding="utf-8") as handle:
             report = json.load(handle)
@@ -166,44 +248,29 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit("--arms must include `plain`: every difference is taken against it.")
     if "plain_matched" in arms and "mars" not in arms:
         raise SystemExit("--arms: `plain_matched` takes MARS's step count, so it needs `mars` too.")
-    datasets.disable_progress_bars()  # data preparation takes a second; the per-run lines are the ones to watch
-    hf_logging.set_verbosity_error()
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: give 1 (runs one after another) or more.")
     model_path = args.model or default_model()
     if os.path.sep in model_path and not os.path.isdir(model_path):
         raise FileNotFoundError(f"--model {model_path}: no such folder.")
+    workers = args.workers or min(os.cpu_count() or 1, 2 * len(args.seeds))
     print(f"Model: {model_path}")
     print(
         f"Data: {args.num_train} training / {args.num_test} held-out generated pairs per seed (arithmetic, capitals, "
-        f"spelling, format; easy / medium / hard); seeds {args.seeds}; {args.epochs} epochs"
+        f"spelling, format; easy / medium / hard); seeds {args.seeds}; {args.epochs} epochs; "
+        f"{workers} run{'s' if workers > 1 else ''} at a time"
     )
 
     runs: dict[str, list[dict]] = {arm: [] for arm in arms}
-    order = [a for a in arms if a != "plain_matched"] + (["plain_matched"] if "plain_matched" in arms else [])
-    for seed in args.seeds:
-        data = make_preference_dataset(args.num_train + args.num_test, seed=seed).shuffle(seed=seed)
-        train, test = data.select(range(args.num_train)), data.select(range(args.num_train, len(data)))
-        for arm in order:
-            start = time.perf_counter()
-            run_dir = os.path.join(args.output_dir, f"{arm}-seed{seed}")
-            steps = runs["mars"][-1]["steps"] if arm == "plain_matched" else -1
-            trainer = _train_arm(args, arm, seed, train, model_path, run_dir, max_steps=steps)
-            margins, difficulty = held_out_margins(trainer, test)
-            record = {
-                "seed": seed,
-                "steps": trainer.state.global_step,
-                "seconds": time.perf_counter() - start,
-                "results": _summary(margins, difficulty),
-            }
-            if trainer.pool is not None:
-                record["pool_size"] = len(trainer.pool)
-            if arm == "mars" and seed == args.seeds[0]:
-                record["report"] = trainer.save_mars_report(os.path.join(args.output_dir, "mars"))
-            runs[arm].append(record)
-            print(
-                f"  seed {seed} {LABELS[arm]:<28} accuracy {record['results']['all']:.3f}  "
-                f"({record['steps']} steps, {record['seconds']:.0f} s)",
-                flush=True,
-            )
+    for arm, record in _runs(args, arms, model_path, workers):
+        runs[arm].append(record)
+        print(
+            f"  seed {record['seed']} {LABELS[arm]:<28} accuracy {record['results']['all']:.3f}  "
+            f"({record['steps']} steps, {record['seconds']:.0f} s)",
+            flush=True,
+        )
+    for records in runs.values():
+        records.sort(key=lambda r: args.seeds.index(r["seed"]))  # paired differences line up by seed
 
     table = _table(runs, arms)
     print("\n" + table)

@@ -10,6 +10,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Under `-n`, the workers share the cores: each torch (and each subprocess a test starts) gets its share, as
+    # oversubscribed thread pools run far slower than one thread each.
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
 
 import pytest
 from datasets import Dataset
@@ -203,3 +209,8 @@ def cpu_args(output_dir, **overrides):
     )
     args.update(overrides)
     return args
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most 4 (each holds its own torch and the session's tiny models)."""
+    return max(1, min(4, os.cpu_count() or 1))

