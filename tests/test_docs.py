@@ -56,7 +56,9 @@ def docstring_parameters() -> str:
             if not member(f.name):
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"        {f.name} (`{f.type}`, *optional*, defaults to `{default!r}`):")
+            # The annotation as written: HfArgumentParser replaces `f.type` with the resolved type once it has parsed one.
+            kind = MarsArguments.__annotations__[f.name]
+            lines.append(f"        {f.name} (`{kind}`, *optional*, defaults to `{default!r}`):")
             lines += textwrap.wrap(f.metadata["help"], 119, initial_indent=" " * 12, subsequent_indent=" " * 12)
         lines.append("")
     return "\n".join(lines)
