@@ -27,6 +27,7 @@ from .refinement.callback import MarsCallback
 from .refinement.checkpoint import STATE_FILE, MarsStateError, has_state
 from .refinement.pool import PairPool
 from .refinement.rounds import Refiner
+from .refinement.run_state import save_run_state
 from .sampling.sampler import MarginAwareSampler
 from .sampling.schedule import RunPlan, plan_for_steps, plan_run
 from .sampling.scoring import gather_indexed
@@ -753,6 +754,6 @@ class MarsRewardTrainer(RewardTrainer):
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
-            self._mars_callback.save(folder)
+            save_run_state(folder, self._mars_callback)
             self.state.stateful_callbacks[MARS_STATE_MARKER] = {"mars_state": STATE_FILE}
         super()._save_checkpoint(model, trial)

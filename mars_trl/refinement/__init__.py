@@ -5,7 +5,8 @@ and what a checkpoint keeps of them.
 - `rounds`: [`Refiner`], one augmentation round: allocate, generate variants, tokenize, append to the pool.
 - `pool`: [`PairPool`], the labelled pairs plus every variant, growing in place between epochs.
 - `variant_cache`: [`VariantCache`], each pair's generated variants, reused by later rounds.
-- `checkpoint`: the MARS state files inside a checkpoint's `mars/` folder, written atomically.
+- `checkpoint`: the MARS state files inside a checkpoint folder, written atomically and checksummed.
+- `run_state`: what a checkpoint keeps of a run (margins, sampler, pool, variant cache) and how it is restored.
 - `report`: `trainer.save_mars_report()`: the run's figures and plots.
 """
 

@@ -16,7 +16,8 @@ from ..sampling.margins import (
     weights_with_nonfinite,
 )
 from ..sampling.scoring import score_margins
-from .checkpoint import has_state, load_state, save_state
+from .checkpoint import has_state
+from .run_state import load_run_state
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class MarsCallback(TrainerCallback):
     def refiner(self):
         return self.trainer.refiner
 
-    def _ensure_table(self) -> MarginTable:
+    def margin_table(self) -> MarginTable:
+        """The margin table of the whole pool (created, or grown with the pool, on first use)."""
         size = len(self.pool)
         if self.table is None:
             self.table = MarginTable(size)
@@ -101,13 +103,13 @@ class MarsCallback(TrainerCallback):
             require_finite=False,  # `check_finite` judges the whole table, full and online margins alike
             **self.trainer.scoring_arguments(),
         )
-        table = self._ensure_table()
+        table = self.margin_table()
         # `indices` is either every pair in order or sorted stale ones: all of them means the whole table.
         table.update(None if indices.size == len(table) else result.indices, result.margins, epoch)
         return result
 
     def refresh(self, epoch: int) -> dict[str, float]:
-        table = self._ensure_table()
+        table = self.margin_table()
         if self.mars.margin_source == "online":
             todo = table.stale(epoch, self.mars.margin_online_max_age_epochs)
         else:
@@ -181,7 +183,7 @@ class MarsCallback(TrainerCallback):
 
     # -- Trainer events ------------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
-        self._ensure_table()
+        self.margin_table()
         if state.global_step == 0:  # once per run, beside the figures of the refreshes
             self.trainer.log_mars(
                 {
@@ -192,7 +194,7 @@ class MarsCallback(TrainerCallback):
         resume_dir = self.trainer.resume_checkpoint
         if resume_dir is not None:
             if has_state(resume_dir):
-                self.load(resume_dir)
+                load_run_state(resume_dir, self)
             else:
                 logger.warning(
                     f"Checkpoint {resume_dir} has no MARS state (written by a run without MARS?): margins start "
@@ -214,40 +216,4 @@ class MarsCallback(TrainerCallback):
 
     def record_online(self, indices: np.ndarray, margins: np.ndarray) -> None:
         """Margins of the pairs a training step just saw (already gathered across processes)."""
-        self._ensure_table().update(indices, margins, self.current_epoch)
-
-    # -- state ---------------------------------------------------------------------------------------------------
-    def save(self, directory: str) -> None:
-        table = self._ensure_table()
-        sampler_state = self.sampler.state_dict()
-        weights = sampler_state.pop("weights")
-        scalars = {
-            "last_refresh_epoch": self.last_refresh_epoch,
-            "current_epoch": self.current_epoch,
-            "sampler": sampler_state,
-            "has_weights": weights is not None,
-        }
-        arrays = {"margins": table.values, "margin_epoch": table.epoch}
-        if weights is not None:
-            arrays["weights"] = weights
-        files = {}
-        if self.refiner is not None:
-            scalars["refiner"], files = self.refiner.state()
-        save_state(directory, scalars, arrays, files)
-
-    def load(self, directory: str) -> None:
-        scalars, arrays, files = load_state(directory)
-        if self.refiner is not None and "refiner" in scalars:
-            self.refiner.load(scalars["refiner"], files)
-        table = self._ensure_table()
-        table.load_state_dict({"values": arrays["margins"], "epoch": arrays["margin_epoch"]})
-        if len(table) != len(self.pool):
-            raise ValueError(
-                f"MARS state in {directory} has margins for {len(table)} pairs but the pool holds {len(self.pool)}: "
-                "resume with the same training data and augmenter settings as the run that wrote it."
-            )
-        self.last_refresh_epoch = int(scalars["last_refresh_epoch"])
-        self.current_epoch = int(scalars["current_epoch"])
-        sampler_state = dict(scalars["sampler"])
-        sampler_state["weights"] = arrays["weights"] if scalars["has_weights"] else None
-        self.sampler.load_state_dict(sampler_state)
+        self.margin_table().update(indices, margins, self.current_epoch)
