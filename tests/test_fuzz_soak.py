@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 
 from mars_trl import MarsConfig, MarsRewardTrainer
 from mars_trl.data.validation import DataError
-from mars_trl.trainer import RAW_ROW_COLUMN
+from mars_trl.names import RAW_ROW_COLUMN
 
 texts = st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=80),

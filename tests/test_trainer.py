@@ -12,8 +12,8 @@ from transformers import TrainerCallback
 from trl import RewardConfig, RewardTrainer
 
 from mars_trl import MarginAwareSampler, MarsArguments, MarsConfig, MarsRewardTrainer
+from mars_trl.names import INDEX_COLUMN
 from mars_trl.refinement.checkpoint import ARRAYS_FILE, MarsStateError
-from mars_trl.trainer import INDEX_COLUMN
 
 
 def losses(trainer):

@@ -11,7 +11,7 @@ import conftest  # noqa: E402
 import torch  # noqa: E402
 
 from mars_trl import MarsConfig, MarsRewardTrainer  # noqa: E402
-from mars_trl.trainer import INDEX_COLUMN  # noqa: E402
+from mars_trl.names import INDEX_COLUMN  # noqa: E402
 
 
 class RecordingTrainer(MarsRewardTrainer):
