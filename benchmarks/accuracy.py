@@ -163,7 +163,9 @@ def semantic_layer(args):
             "needs a local chat model to rewrite pairs: pass --rewriter_model PATH (the embedder is the offline MiniLM)"
         )
     try:
-        from mars_trl.semantic import Embedder, SemanticSharpener, TransformersRewriter, offline_minilm_path
+        from mars_trl.semantic.embedder import Embedder, offline_minilm_path
+        from mars_trl.semantic.rewriters import TransformersRewriter
+        from mars_trl.semantic.sharpener import SemanticSharpener
     except ImportError as err:
         return None, f"the semantic layer's packages are missing ({err}): pip install 'mars-trl[semantic]'"
 
@@ -235,7 +237,8 @@ def run_cell(
     from transformers.trainer_callback import PrinterCallback
 
     from mars_trl import MarsConfig, MarsRewardTrainer
-    from mars_trl.evaluation import score_pairs
+    from mars_trl.config import quiet_run_arguments
+    from mars_trl.evaluation.scoring import score_pairs
 
     name, overrides = parse_strategy(spec)
     model, tokenizer = common.load_backbone(args.model, seed)
@@ -243,21 +246,17 @@ def run_cell(
     mars = mars_settings(spec, args, size)
     with tempfile.TemporaryDirectory() as output_dir:
         config = MarsConfig(
-            output_dir=output_dir,
-            num_train_epochs=args.epochs,
-            max_steps=max_steps,
-            learning_rate=args.learning_rate,
-            per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=args.eval_batch_size,
-            max_length=args.max_length,
-            seed=seed,
-            bf16=False,
-            gradient_checkpointing=False,
-            report_to="none",
-            save_strategy="no",
-            logging_steps=10,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
+            **quiet_run_arguments(
+                output_dir,
+                seed,
+                num_train_epochs=args.epochs,
+                max_steps=max_steps,
+                learning_rate=args.learning_rate,
+                per_device_train_batch_size=args.batch_size,
+                per_device_eval_batch_size=args.eval_batch_size,
+                max_length=args.max_length,
+                logging_steps=10,
+            ),
             **mars,
         )
         sharpener = semantic_factory() if name == "mars_semantic" else None
@@ -329,7 +328,7 @@ def _ms(values, digits=3) -> str:
 
 def paired_vs_plain(cells: list[dict], plain: list[dict], test: str) -> dict | None:
     """Mean accuracy difference to `plain` over the seeds both ran (same data, same test pairs), with its SE."""
-    from mars_trl.demo import paired_difference
+    from mars_trl.cli.demo import paired_difference
 
     by_seed = {c["seed"]: c["results"][test]["accuracy"] for c in plain if test in c["results"]}
     pairs = [(by_seed[c["seed"]], c["results"][test]["accuracy"]) for c in cells if c["seed"] in by_seed]

@@ -71,9 +71,15 @@ def child_epoch(n: int, repeats: int) -> dict:
     import numpy as np
     from torch.utils.data import RandomSampler
 
-    from mars_trl.allocation import allocate
-    from mars_trl.margins import MarginTable, bt_curvature, margin_statistics, sampling_statistics, sampling_weights
-    from mars_trl.sampler import MarginAwareSampler
+    from mars_trl.sampling.allocation import allocate
+    from mars_trl.sampling.margins import (
+        MarginTable,
+        bt_curvature,
+        margin_statistics,
+        sampling_statistics,
+        sampling_weights,
+    )
+    from mars_trl.sampling.sampler import MarginAwareSampler
 
     rng = np.random.default_rng(0)
     margins = rng.normal(0.5, 2.0, n)
@@ -162,8 +168,8 @@ def child_pool(n: int, tokens: int, repeats: int) -> dict:
     import numpy as np
     import pyarrow as pa
 
-    from mars_trl.margins import MarginTable
-    from mars_trl.pool import PairPool
+    from mars_trl.refinement.pool import PairPool
+    from mars_trl.sampling.margins import MarginTable
 
     labelled_n = 1000
     pool = PairPool(_labelled(labelled_n, tokens), "mars_index")
@@ -220,8 +226,9 @@ def child_round(n: int, tokens: int, repeats: int) -> dict:
     from datasets import Dataset
 
     from mars_trl.config import MarsArguments
-    from mars_trl.pool import ROUND, SOURCE, VARIANT, PairPool
-    from mars_trl.refinement import Refiner
+    from mars_trl.names import ROUND, SOURCE, VARIANT
+    from mars_trl.refinement.pool import PairPool
+    from mars_trl.refinement.rounds import Refiner
 
     seconds_augmenter = [0.0]
 

@@ -106,7 +106,8 @@ def load_pairs(data_dir: str, name: str, prompt_turns: int | None = None, keep_s
 
 def fitting_rows(data, tokenizer, max_length: int):
     """Rows whose both sides fit in `max_length` tokens once prepared exactly as for training (numpy array)."""
-    from mars_trl.evaluation import ROW_COLUMN, prepare_pairs
+    from mars_trl.evaluation.scoring import prepare_pairs
+    from mars_trl.names import ROW_COLUMN
 
     prepared = prepare_pairs(data.select_columns(["prompt", "chosen", "rejected"]), tokenizer, max_length=max_length)
     import numpy as np

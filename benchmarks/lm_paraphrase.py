@@ -38,8 +38,8 @@ def main(argv=None):
     import numpy as np
 
     from mars_trl.augment import LMParaphraseAugmenter, MeaningFilter
-    from mars_trl.augment.base import _fields, _layout, primary_fields
-    from mars_trl.semantic import offline_minilm_path
+    from mars_trl.data.fields import layout_fields, pair_layout, primary_fields
+    from mars_trl.semantic.embedder import offline_minilm_path
 
     info = common.machine()
     data = common.load_pairs(args.data_dir, SOURCE, prompt_turns=1)
@@ -57,7 +57,7 @@ def main(argv=None):
     load_seconds = time.perf_counter() - start
     sides = {"prompt": [], "chosen": [], "rejected": []}
     for pair in pairs:
-        fields = {path: text for path, text, _ in _fields(pair, _layout(pair))}
+        fields = {path: text for path, text, _ in layout_fields(pair, pair_layout(pair))}
         for path in primary_fields(pair):
             sides[path[0]].append(fields[path])
     start = time.perf_counter()

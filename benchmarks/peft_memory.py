@@ -126,7 +126,8 @@ def worker(args) -> None:
     from transformers import TrainerCallback
 
     from mars_trl import MarsConfig, MarsRewardTrainer
-    from mars_trl.peft_utils import qlora_config
+    from mars_trl.config import quiet_run_arguments
+    from mars_trl.peft.quantization import qlora_config
 
     baseline = _rss_mb()
 
@@ -157,21 +158,18 @@ def worker(args) -> None:
     trainer = MarsRewardTrainer(
         model=args.model_dir,
         args=MarsConfig(
-            output_dir=os.path.join(args.workdir, f"run-{args.worker}"),
-            bf16=args.device == "cuda" and torch.cuda.is_bf16_supported(),
-            gradient_checkpointing=args.gradient_checkpointing,
-            per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=2 * args.batch_size,
-            learning_rate=1e-4 if args.worker != "full" else 1e-5,
-            max_steps=args.steps,
-            max_length=args.max_length,
-            logging_steps=10_000,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            seed=0,
-            dataloader_num_workers=0,
-            use_cpu=args.device == "cpu",
+            **quiet_run_arguments(
+                os.path.join(args.workdir, f"run-{args.worker}"),
+                0,
+                bf16=args.device == "cuda" and torch.cuda.is_bf16_supported(),
+                gradient_checkpointing=args.gradient_checkpointing,
+                per_device_train_batch_size=args.batch_size,
+                per_device_eval_batch_size=2 * args.batch_size,
+                learning_rate=1e-4 if args.worker != "full" else 1e-5,
+                max_steps=args.steps,
+                max_length=args.max_length,
+                use_cpu=args.device == "cpu",
+            ),
             margin_warmup_epochs=1,
         ),
         train_dataset=data,

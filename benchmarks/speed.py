@@ -126,7 +126,7 @@ def timings(timer) -> dict:
 def load_data(args, tokenizer):
     import numpy as np
 
-    from mars_trl.evaluation import prepare_pairs
+    from mars_trl.evaluation.scoring import prepare_pairs
 
     data = common.load_pairs(args.data_dir, DATASET, prompt_turns=1)
     rows = common.fitting_rows(data, tokenizer, args.max_length)
@@ -143,21 +143,16 @@ def training_arguments(args, output_dir: str) -> dict:
     """The RewardConfig / MarsConfig fields every configuration shares (CPU-friendly: no bf16, no checkpointing)."""
     import torch
 
-    return dict(
-        output_dir=output_dir,
+    from mars_trl.config import quiet_run_arguments
+
+    return quiet_run_arguments(
+        output_dir,
+        args.seed,
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.eval_batch_size,
         learning_rate=5e-5,
         max_length=args.max_length,
-        seed=args.seed,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=10_000,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
     )
 
@@ -277,7 +272,7 @@ def bf16_margin_error(trainer) -> dict:
     import numpy as np
     import torch
 
-    from mars_trl.scoring import score_margins
+    from mars_trl.sampling.scoring import score_margins
 
     kwargs = dict(trainer.scoring_arguments(), show_progress=False)
     indices = np.arange(len(trainer.pool))
@@ -301,8 +296,7 @@ def scoring_versus_epoch(args, tokenized, tokenizer) -> dict:
     import numpy as np
     import torch
 
-    from mars_trl.pool import dataset_fetch, pair_lengths
-    from mars_trl.scoring import score_margins
+    from mars_trl.sampling.scoring import dataset_fetch, pair_lengths, score_margins
 
     model, _ = common.load_backbone(args.model, args.seed)
     fetch, lengths = dataset_fetch(tokenized), pair_lengths(tokenized)
@@ -482,7 +476,7 @@ def main(argv=None) -> dict:
     common.quiet()
     import torch
 
-    from mars_trl.evaluation import prepare_pairs  # noqa: F401  (fail early if the package is broken)
+    from mars_trl.evaluation.scoring import prepare_pairs  # noqa: F401  (fail early if the package is broken)
 
     info = common.machine()
     _, tokenizer = common.load_backbone(model_path, args.seed)

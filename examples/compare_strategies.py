@@ -18,7 +18,7 @@ from example_utils import offline_minilm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from mars_trl import MarsConfig, MarsRewardTrainer
-from mars_trl.loading import load_preference_dataset
+from mars_trl.data.loading import load_preference_dataset
 
 STRATEGIES = ["plain", "none", "uniform", "west_of_n", "mars"]
 

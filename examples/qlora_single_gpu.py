@@ -29,8 +29,8 @@ import sys
 
 from example_utils import offline_minilm, pop_flag
 
-from mars_trl.peft_utils import default_compute_dtype
-from mars_trl.train_script import run_with_defaults
+from mars_trl.cli.train import run_with_defaults
+from mars_trl.peft.quantization import default_compute_dtype
 
 bf16 = str(default_compute_dtype()).removeprefix("torch.") == "bfloat16"
 QLORA = [

@@ -13,7 +13,7 @@ import sys
 
 from example_utils import offline_minilm, pop_flag
 
-from mars_trl.train_script import run_with_defaults
+from mars_trl.cli.train import run_with_defaults
 
 COMMON = [
     "--num_train_epochs", "3", "--learning_rate", "2e-5", "--per_device_train_batch_size", "16",

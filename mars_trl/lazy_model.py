@@ -89,3 +89,13 @@ class LazyModel:
 
 def _gguf(gguf_file: str | None) -> dict:
     return {} if gguf_file is None else {"gguf_file": gguf_file}
+
+
+def model_device(model):
+    """The device of a loaded model's weights (its `device` attribute, else its first parameter's)."""
+    import torch
+
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device

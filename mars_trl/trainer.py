@@ -7,6 +7,8 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,25 +18,38 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import RewardTrainer
 
-from .callback import MarsCallback
 from .config import MarsConfig, mars_arguments_from
-from .peft_utils import prepare_peft_training
-from .pool import LOSS_MARGIN, PairPool
-from .preparation import empty_eos, ensure_chat_template, truncate_dataset
-from .refinement import Refiner
-from .sampler import MarginAwareSampler
-from .schedule import RunPlan, plan_for_steps, plan_run
-from .scoring import _gather
-from .state import STATE_FILE, MarsStateError, has_state
-from .validation import validate_preference_dataset, validate_prepared_dataset
+from .data.preparation import empty_eos, ensure_chat_template, truncate_dataset
+from .data.validation import validate_preference_dataset, validate_prepared_dataset
+from .names import INDEX_COLUMN, LOSS_MARGIN, RAW_ROW_COLUMN
+from .peft.training import prepare_peft_training
+from .refinement.callback import MarsCallback
+from .refinement.checkpoint import STATE_FILE, MarsStateError, has_state
+from .refinement.pool import PairPool
+from .refinement.rounds import Refiner
+from .refinement.run_state import save_run_state
+from .sampling.sampler import MarginAwareSampler
+from .sampling.schedule import RunPlan, plan_for_steps, plan_run
+from .sampling.scoring import gather_indexed
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict, IterableDatasetDict
+    from peft import PeftConfig, PeftModel
+    from transformers import (
+        BitsAndBytesConfig,
+        DataCollator,
+        EvalPrediction,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        TrainerCallback,
+    )
+    from trl import RewardConfig
+
+    from .augment import Augmenter
+    from .semantic.sharpener import SemanticSharpener
 
 logger = logging.getLogger(__name__)
 
-#: Column that carries each training pair's position through the collator, so a training step knows which pairs
-#: it scored. Deliberately not `margin`: TRL subtracts a `margin` column inside the loss.
-INDEX_COLUMN = "mars_index"
-#: Column that remembers each labelled pair's row in the dataset as given, whose text the augmenter rewrites.
-RAW_ROW_COLUMN = "mars_row"
 #: Entry a MARS run adds to `trainer_state.json` of each checkpoint: the trainer state itself says MARS wrote it.
 MARS_STATE_MARKER = "MarsRewardTrainer"
 
@@ -133,6 +148,54 @@ class MarsRewardTrainer(RewardTrainer):
 
     A streaming `IterableDataset` cannot be sampled by weight: the trainer then warns and behaves exactly like
     `RewardTrainer`.
+
+    Args:
+        model (`str` or [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+            Model to be trained, as for `RewardTrainer`: a model id or local path (loaded with
+            `AutoModelForSequenceClassification.from_pretrained` and `args.model_init_kwargs`), a sequence
+            classification [`~transformers.PreTrainedModel`], or a sequence classification [`~peft.PeftModel`].
+        args ([`MarsConfig`] or `RewardConfig`, *optional*):
+            Configuration for this trainer. A plain `RewardConfig` trains with the MARS defaults of [`MarsArguments`].
+            If `None`, a default `MarsConfig` is used, with `output_dir` named after the model.
+        data_collator (`DataCollator`, *optional*):
+            Function that forms a batch from a list of prepared examples. Defaults to TRL's
+            `DataCollatorForPreference`; MARS wraps it so that each pair's pool index travels with the batch.
+        train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
+            Preference pairs in any of TRL's formats (standard or conversational, explicit or implicit prompt), or
+            already tokenized with `chosen_ids` and `rejected_ids`. An optional `margin` column is TRL's per-pair target
+            margin. A streaming dataset trains exactly as with `RewardTrainer` (MARS needs random access).
+        eval_dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`], [`~datasets.DatasetDict`], [`~datasets.IterableDatasetDict`] or `dict[str, Dataset | IterableDataset]`, *optional*):
+            Dataset to use for evaluation, with the same requirements as `train_dataset`.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            Tokenizer used to process the data. If `None`, it is loaded from the model's name. A padding token must be
+            set (`eos_token` is used when it is not).
+        compute_metrics (`Callable[[EvalPrediction], dict]`, *optional*):
+            Function computing metrics at evaluation, as for `transformers.Trainer`.
+        callbacks (list of [`~transformers.TrainerCallback`], *optional*):
+            Callbacks added to the default ones; the trainer adds its own [`MarsCallback`] too.
+        optimizers (`tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None]`, *optional*, defaults to `(None, None)`):
+            The optimizer and the scheduler to use. Defaults to `AdamW` and the schedule given by `args`.
+        optimizer_cls_and_kwargs (`tuple[Type[torch.optim.Optimizer], Dict[str, Any]]`, *optional*):
+            Optimizer class and keyword arguments, overriding `optim` and `optim_args` in `args`. Incompatible with
+            `optimizers`.
+        preprocess_logits_for_metrics (`Callable[[torch.Tensor, torch.Tensor], torch.Tensor]`, *optional*):
+            Function that preprocesses the logits before they are cached at each evaluation step.
+        quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+            Quantization used when loading the model from an id or path; with `peft_config`, QLoRA training (the
+            base model is prepared for k-bit training and the reward head kept out of quantization).
+        peft_config ([`~peft.PeftConfig`], *optional*):
+            PEFT configuration used to wrap the model. A config that would leave the reward head untrained and unsaved
+            (no `task_type="SEQ_CLS"`, or a head PEFT does not know by name) is fixed, with one warning.
+        augmenter ([`~mars_trl.augment.Augmenter`] or `Callable[[list[dict], int], list[list[dict]]]`, *optional*):
+            What generates the variants of the augmentation rounds, overriding `args.augmenter`: any
+            [`~mars_trl.augment.Augmenter`], or a function `fn(pairs, k)` returning up to `k` variants per pair (in
+            the pairs' own format). Used only when the config enables augmentation (`augment_ratio > 0` and
+            `augment_strategy != "none"`); without either, no rounds run.
+        sharpener ([`~mars_trl.semantic.SemanticSharpener`] or any object with `sharpen(pairs)`, *optional*):
+            The semantic layer (MARS v2) that rewrites semantically close pairs before they are augmented, overriding
+            the one the `semantic_*` settings describe (`semantic_refine=True`). Any object with
+            `sharpen(pairs) -> (pairs, counts)` works; its `fit(pairs)`, if any, runs once on the labelled pairs. It
+            runs only with an augmenter.
     """
 
     _tag_names = ["trl", "reward-trainer", "mars"]
@@ -145,21 +208,26 @@ class MarsRewardTrainer(RewardTrainer):
 
     def __init__(
         self,
-        model,
-        args=None,
-        data_collator=None,
-        train_dataset=None,
-        eval_dataset=None,
-        processing_class=None,
-        compute_metrics=None,
-        callbacks=None,
-        optimizers=(None, None),
-        optimizer_cls_and_kwargs=None,
-        preprocess_logits_for_metrics=None,
-        quantization_config=None,
-        peft_config=None,
-        augmenter=None,
-        sharpener=None,
+        model: str | PreTrainedModel | PeftModel,
+        args: MarsConfig | RewardConfig | None = None,
+        data_collator: DataCollator | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset
+        | IterableDataset
+        | DatasetDict
+        | IterableDatasetDict
+        | dict[str, Dataset | IterableDataset]
+        | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
+        preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        quantization_config: BitsAndBytesConfig | None = None,
+        peft_config: PeftConfig | None = None,
+        augmenter: Augmenter | Callable[[list[dict], int], list[list[dict]]] | None = None,
+        sharpener: SemanticSharpener | Any | None = None,
     ):
         if args is None:
             model_name = model if isinstance(model, str) else model.config._name_or_path
@@ -258,7 +326,7 @@ class MarsRewardTrainer(RewardTrainer):
             raw_rows = np.asarray(self.train_dataset.with_format(None)[RAW_ROW_COLUMN], dtype=np.int64)
             self._mars_refiner = Refiner(self, augmenter, self._mars_pool, self._mars_raw, raw_rows)
             if sharpener is not None or self.mars_args.semantic_refine:
-                from .semantic import attach_sharpener
+                from .semantic.from_config import attach_sharpener
 
                 # MARS v2 semantic layer: refines each pair once before its variants; fit() sees every labelled pair.
                 attach_sharpener(self._mars_refiner, sharpener)
@@ -348,7 +416,7 @@ class MarsRewardTrainer(RewardTrainer):
 
             meaning_filter = None
             if mars.augment_min_similarity is not None:
-                from .semantic import Embedder
+                from .semantic.embedder import Embedder
 
                 embedder = Embedder(mars.semantic_embedder, batch_size=mars.semantic_embed_batch_size)
                 meaning_filter = MeaningFilter(embedder, mars.augment_min_similarity)
@@ -503,6 +571,21 @@ class MarsRewardTrainer(RewardTrainer):
         return epochs, steps
 
     @property
+    def refiner(self) -> Refiner | None:
+        """The augmentation rounds' [`Refiner`] (None without an augmenter, or with `use_mars=False`)."""
+        return self._mars_refiner
+
+    @property
+    def mars_callback(self) -> MarsCallback | None:
+        """The [`MarsCallback`] that drives margins, rounds and sampler (None with `use_mars=False`)."""
+        return self._mars_callback
+
+    @property
+    def resume_checkpoint(self) -> str | None:
+        """The checkpoint folder `train()` resumes from (None for a fresh run)."""
+        return self._mars_resume_dir
+
+    @property
     def margin_sampler(self) -> MarginAwareSampler | None:
         """The sampler in use (None before `train()` or when MARS is off)."""
         return self._mars_sampler
@@ -528,7 +611,7 @@ class MarsRewardTrainer(RewardTrainer):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         with torch.no_grad():
             chosen, rejected = torch.chunk(outputs.logits.detach().squeeze(-1).double(), chunks=2)
-            indices, margins = _gather(self.accelerator, pair_index.cpu().numpy(), (chosen - rejected).cpu().numpy())
+            indices, margins = gather_indexed(self.accelerator, pair_index.cpu().numpy(), (chosen - rejected).cpu().numpy())
         self._mars_callback.record_online(indices, margins)
         return (loss, outputs) if return_outputs else loss
 
@@ -556,11 +639,11 @@ class MarsRewardTrainer(RewardTrainer):
 
     def save_mars_report(self, output_dir: str | None = None, plots: bool = True) -> dict[str, str]:
         """
-        Write `mars_report.json`, `mars_pool.jsonl` (augmented pairs as text, with provenance), PNG plots (margins per
-        refresh, budget against margin, accuracy by round; also sent to TensorBoard when it is a `report_to`
+        Write `mars_report.json`, `mars_augmented_pairs.jsonl` (augmented pairs as text, with provenance), PNG plots
+        (margins per refresh, budget against margin, accuracy by round; also sent to TensorBoard when it is a `report_to`
         integration) and `mars_report.md` linking them, to `output_dir` (default: `args.output_dir`).
         """
-        from .report import save_report
+        from .refinement.report import save_report
 
         if not self._mars_active:
             raise ValueError("There is no MARS report: MARS is off (`use_mars=False` or a streaming dataset).")
@@ -671,6 +754,6 @@ class MarsRewardTrainer(RewardTrainer):
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
-            self._mars_callback.save(folder)
+            save_run_state(folder, self._mars_callback)
             self.state.stateful_callbacks[MARS_STATE_MARKER] = {"mars_state": STATE_FILE}
         super()._save_checkpoint(model, trial)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mars_trl.allocation import allocate, draw_variants, largest_remainder
+from mars_trl.sampling.allocation import allocate, draw_variants, largest_remainder
 
 margins = arrays(np.float64, st.integers(1, 300), elements=st.floats(-20, 20, allow_nan=False))
 

@@ -26,7 +26,6 @@ from mars_trl.augment import (
     as_augmenter,
     validate_variants,
 )
-from mars_trl.augment.base import pair_core, primary_fields, text_fields, with_texts
 from mars_trl.augment.perturbation import (
     contract_contractions,
     expand_contractions,
@@ -34,6 +33,7 @@ from mars_trl.augment.perturbation import (
     normalize_whitespace,
     swap_bullets,
 )
+from mars_trl.data.fields import pair_core, primary_fields, text_fields, with_texts
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 

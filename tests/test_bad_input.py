@@ -5,7 +5,7 @@ from conftest import cpu_args, make_decoder, to_format
 from datasets import Dataset
 
 from mars_trl import MarsConfig, MarsRewardTrainer
-from mars_trl.validation import DataError
+from mars_trl.data.validation import DataError
 
 
 def build(tmp_path, tokenizer, data, eval_dataset=None, **overrides):

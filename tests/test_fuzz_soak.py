@@ -13,8 +13,8 @@ from test_refinement import suffix_augmenter
 from transformers import TrainerCallback
 
 from mars_trl import MarsConfig, MarsRewardTrainer
-from mars_trl.trainer import RAW_ROW_COLUMN
-from mars_trl.validation import DataError
+from mars_trl.data.validation import DataError
+from mars_trl.names import RAW_ROW_COLUMN
 
 texts = st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=80),
@@ -77,7 +77,7 @@ def test_random_rows_survive_preparation_and_a_round(tmp_path, decoder_tokenizer
         assert max(len(alone["chosen_ids"]), len(alone["rejected_ids"])) > 96
     pool = trainer.pool
     before = [pool[i]["chosen_ids"] for i in range(pool.num_labelled)]
-    new, report = trainer._mars_refiner.run(epoch=1, labelled_margins=np.zeros(pool.num_labelled), budget=pool.num_labelled)
+    new, report = trainer.refiner.run(epoch=1, labelled_margins=np.zeros(pool.num_labelled), budget=pool.num_labelled)
     assert len(pool) == pool.num_labelled + report["added"] == new.stop
     assert [pool[i]["chosen_ids"] for i in range(pool.num_labelled)] == before
     assert all(0 <= s < pool.num_labelled for s in pool.sources())
@@ -111,7 +111,7 @@ def test_soak_many_rounds_memory_grows_only_with_the_pool(tmp_path, standard_row
         callbacks=[Measure()],
     )
     trainer.train()
-    assert len(trainer._mars_refiner.reports) == 15
+    assert len(trainer.refiner.reports) == 15
     assert len(trainer.pool) == 48 + 15 * 8  # linear pool growth
     growth_mb = (readings[-1] - readings[3]) / 2**20
     assert growth_mb < 64, f"RSS grew {growth_mb:.1f} MB over 12 rounds for {12 * 8} pairs of a few dozen tokens"

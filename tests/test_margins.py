@@ -7,7 +7,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mars_trl import MarsArguments, MarsConfig
-from mars_trl.margins import MarginTable, bt_curvature, margin_statistics, sampling_statistics, sampling_weights
+from mars_trl.sampling.margins import (
+    MarginTable,
+    bt_curvature,
+    margin_statistics,
+    sampling_statistics,
+    sampling_weights,
+)
 
 finite_margins = arrays(np.float64, st.integers(1, 200), elements=st.floats(-50, 50, allow_nan=False))
 

@@ -17,16 +17,11 @@ from transformers import AutoModelForSequenceClassification, LlamaModel, Trainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from mars_trl import MarsConfig, MarsRewardTrainer
-from mars_trl.merge import merge_adapter
-from mars_trl.peft_utils import (
-    MarsPeftWarning,
-    RewardHeadNotFoundError,
-    find_head_modules,
-    find_reward_head,
-    load_reward_model,
-    prepare_peft_config,
-    qlora_config,
-)
+from mars_trl.peft.adapter_config import MarsPeftWarning, prepare_peft_config
+from mars_trl.peft.heads import RewardHeadNotFoundError, find_head_modules, find_reward_head
+from mars_trl.peft.loading import load_reward_model
+from mars_trl.peft.merge import merge_adapter
+from mars_trl.peft.quantization import qlora_config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TARGETS = {"decoder": ["q_proj", "v_proj"], "encoder": ["query", "value"]}
@@ -212,16 +207,16 @@ def test_lora_without_task_type_trains_saves_reloads_and_merges(
 
 
 def test_gradient_checkpointing_with_lora(tmp_path, decoder_tokenizer, standard_rows, monkeypatch):
-    import mars_trl.callback
+    import mars_trl.refinement.callback
 
     batch_sizes = []
-    real_score_margins = mars_trl.callback.score_margins
+    real_score_margins = mars_trl.refinement.callback.score_margins
 
     def recording(*args, **kwargs):
         batch_sizes.append(kwargs["batch_size"])
         return real_score_margins(*args, **kwargs)
 
-    monkeypatch.setattr(mars_trl.callback, "score_margins", recording)
+    monkeypatch.setattr(mars_trl.refinement.callback, "score_margins", recording)
     trainer = MarsRewardTrainer(
         model=make_decoder(decoder_tokenizer),
         args=MarsConfig(**cpu_args(tmp_path, gradient_checkpointing=True, num_train_epochs=2)),
@@ -487,10 +482,10 @@ def test_adapter_together_with_peft_config(tmp_path, decoder_dir, decoder_tokeni
 
 # -- command lines ----------------------------------------------------------------------------------------------------
 def test_merge_help(capsys):
-    from mars_trl.merge import main
+    from mars_trl.cli.merge import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])  # what `python -m mars_trl.merge --help` runs (the module entry is run for real below)
+        main(["--help"])  # what `python -m mars_trl.cli.merge --help` runs (the module entry is run for real below)
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "adapter_dir" in out and "--load_in_4bit" in out and "--base_model_name_or_path" in out
@@ -512,7 +507,7 @@ def test_merge_cli_writes_a_checkpoint_that_loads_without_peft(tmp_path, decoder
     texts = held_out_texts(preference_rows(6, seed=3))
     expected = scores(model, decoder_tokenizer, texts)
 
-    _run([sys.executable, "-m", "mars_trl.merge", adapter, merged, "--dtype", "float32"])
+    _run([sys.executable, "-m", "mars_trl.cli.merge", adapter, merged, "--dtype", "float32"])
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(os.listdir(merged))
     probe = (
         "import json, sys\n"

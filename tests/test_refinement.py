@@ -9,8 +9,8 @@ from datasets import Dataset
 from test_augment import t5_dir, t5_model, t5_tokenizer  # noqa: F401 -- session fixtures of the tiny T5
 
 from mars_trl import MarsConfig, MarsRewardTrainer
-from mars_trl.pool import ROUND, SOURCE
-from mars_trl.refinement import AugmenterFailure
+from mars_trl.names import ROUND, SOURCE
+from mars_trl.refinement.rounds import AugmenterFailure
 
 FILLERS = ["clear", "kind", "polite", "helpful", "accurate", "correct", "hello"]
 
@@ -54,17 +54,17 @@ def test_rounds_grow_the_pool_with_provenance(tmp_path, standard_rows, decoder_t
     row = pool[48]
     assert row["mars_index"] == 48 and row[SOURCE] == sources[0] and row[ROUND] == 1
     # Tokenized exactly as RewardTrainer prepares explicit-prompt standard data: prompt + chosen + eos.
-    variant = trainer._mars_refiner.cache[int(row[SOURCE])][int(row["mars_variant"])]
+    variant = trainer.refiner.cache[int(row[SOURCE])][int(row["mars_variant"])]
     tok = decoder_tokenizer
     assert row["chosen_ids"] == tok(variant["prompt"] + variant["chosen"] + tok.eos_token)["input_ids"]
     assert row["rejected_ids"] == tok(variant["prompt"] + variant["rejected"] + tok.eos_token)["input_ids"]
     logs = mars_logs(trainer)
     assert [e["mars/augment_added"] for e in logs] == [20.0, 20.0]
     assert [e["mars/pool_size"] for e in logs] == [68.0, 88.0]
-    reports = trainer._mars_refiner.reports
+    reports = trainer.refiner.reports
     # Each pair's variant pool is generated once and reused by later rounds.
     assert reports[0]["variants_reused_pairs"] == 0
-    generated_pairs = len(trainer._mars_refiner.cache)
+    generated_pairs = len(trainer.refiner.cache)
     assert sum(r["variants_generated"] for r in reports) == 5 * generated_pairs
     # Augmented pairs are sampled too: margins cover the whole pool and the sampler draws from it.
     assert trainer.margins.shape == (88,) and trainer.margin_sampler.weights.shape == (88,)
@@ -84,8 +84,8 @@ def test_every_format(tmp_path, conversational, explicit_prompt, standard_rows, 
     )
     trainer.train()
     assert len(trainer.pool) == 48 + 40  # one round, the whole budget
-    cached = trainer._mars_refiner.cache[int(trainer.pool.sources()[0])][0]
-    original = trainer._mars_refiner.raw_pair(int(trainer.pool.sources()[0]))
+    cached = trainer.refiner.cache[int(trainer.pool.sources()[0])][0]
+    original = trainer.refiner.raw_pair(int(trainer.pool.sources()[0]))
     assert set(cached) == set(original)
     if conversational:
         assert [m["role"] for m in cached["chosen"]] == [m["role"] for m in original["chosen"]]
@@ -113,7 +113,7 @@ def test_mars_spends_the_budget_on_hard_pairs(tmp_path, standard_rows, decoder_t
         margin_tau=5.0,
     )
     trainer.train()
-    report = trainer._mars_refiner.reports[0]
+    report = trainer.refiner.reports[0]
     margins = np.array(report["hardest_margins"])
     counts = np.bincount(trainer.pool.sources(), minlength=48)
     assert counts[report["hardest_pairs"][0]] == counts.max()
@@ -132,12 +132,11 @@ def test_west_of_n_keeps_each_pairs_highest_margin_variants(tmp_path, standard_r
         augment_budget=48,
     )
     trainer.train()
-    refiner = trainer._mars_refiner
+    refiner = trainer.refiner
     candidates = [(s, v) for s in range(48) for v in range(len(refiner.cache[s]))]
     tokens = refiner.tokenize(candidates, round_id=1)
     margins = {}
-    from mars_trl.pool import dataset_fetch, pair_lengths
-    from mars_trl.scoring import score_margins
+    from mars_trl.sampling.scoring import dataset_fetch, pair_lengths, score_margins
 
     data = Dataset.from_list(
         [{"chosen_ids": tokens[k]["chosen_ids"], "rejected_ids": tokens[k]["rejected_ids"]} for k in candidates]
@@ -175,7 +174,7 @@ def test_failures_are_counted_and_training_goes_on(tmp_path, standard_rows, deco
         augment_budget=80,
     )
     trainer.train()
-    first = trainer._mars_refiner.reports[0]
+    first = trainer.refiner.reports[0]
     assert first["augmenter_failures"] == 4 and first["variants_invalid"] >= 1 and first["budget_unfilled"] > 0
     assert first["added"] + first["budget_unfilled"] == 40
     # The planned epochs of 48, 88, 128 pairs (6 + 11 + 16 steps) hold: the shortfall is drawn by margin instead.
@@ -194,7 +193,7 @@ def test_wrong_count_and_raise_mode(tmp_path, standard_rows, decoder_tokenizer):
         num_train_epochs=2,
     )
     trainer.train()
-    assert trainer._mars_refiner.reports[0]["augmenter_failures"] > 0
+    assert trainer.refiner.reports[0]["augmenter_failures"] > 0
     trainer = build(
         tmp_path / "raise",
         decoder_tokenizer,
@@ -222,7 +221,7 @@ def test_max_length_drops_are_counted(tmp_path, standard_rows, decoder_tokenizer
         tmp_path, decoder_tokenizer, to_format(standard_rows, False, True), augmenter=long, num_train_epochs=2
     )
     trainer.train()
-    report = trainer._mars_refiner.reports[0]
+    report = trainer.refiner.reports[0]
     assert report["dropped_max_length"] > 0 and report["added"] == 0
 
 
@@ -290,7 +289,7 @@ def test_perturbation_augmenter_named_in_the_config(tmp_path, standard_rows, dec
         processing_class=decoder_tokenizer,
     )
     trainer.train()
-    report = trainer._mars_refiner.reports[0]
+    report = trainer.refiner.reports[0]
     assert report["augmenter"] == "perturbation" and report["added"] == 24 and len(trainer.pool) == 72
 
 
@@ -312,7 +311,7 @@ def test_paraphrase_augmenter_named_in_the_config(tmp_path, standard_rows, decod
         processing_class=decoder_tokenizer,
     )
     trainer.train()
-    report = trainer._mars_refiner.reports[0]
+    report = trainer.refiner.reports[0]
     assert report["augmenter"] == "paraphrase"
     assert report["added"] + report["budget_unfilled"] + report["dropped_max_length"] == report["budget"] == 8
     assert report["added"] > 0 and report["pairs_with_budget"] > 0
@@ -337,12 +336,12 @@ def test_report_files_plots_and_readable_pool(tmp_path, standard_rows, decoder_t
         assert (tmp_path / "report" / files[name].split("/")[-1]).stat().st_size > 0, name
     report = json.loads((tmp_path / "report" / "mars_report.json").read_text())
     assert [r["round"] for r in report["rounds"]] == [1, 2, 3] and report["pool_size"] == 48 + 60
-    lines = (tmp_path / "report" / "mars_pool.jsonl").read_text().splitlines()
+    lines = (tmp_path / "report" / "mars_augmented_pairs.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
     assert len(lines) == 60 and {"source", "round", "variant", "augmenter", "prompt", "chosen", "rejected"} <= set(
         first
     )
-    assert first["chosen"] == trainer._mars_refiner.cache[first["source"]][first["variant"]]["chosen"]
+    assert first["chosen"] == trainer.refiner.cache[first["source"]][first["variant"]]["chosen"]
     markdown = (tmp_path / "report" / "mars_report.md").read_text()
     assert "![Budget against margin](mars_allocation.png)" in markdown and "| 3 | 3 | 20 |" in markdown
 
@@ -353,12 +352,12 @@ def test_a_second_train_call_starts_mars_afresh(tmp_path, standard_rows, decoder
     trainer = build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True))
     trainer.train()
     first = [(e["mars/refresh_epoch"], e["mars/pool_size"], e["mars/augment_added"]) for e in mars_logs(trainer)]
-    assert first and len(trainer.pool) == 48 + 40 and len(trainer._mars_refiner.reports) == 2
+    assert first and len(trainer.pool) == 48 + 40 and len(trainer.refiner.reports) == 2
     trainer.train()
     second = [(e["mars/refresh_epoch"], e["mars/pool_size"], e["mars/augment_added"]) for e in mars_logs(trainer)]
     assert second == first
-    assert len(trainer.pool) == 48 + 40 and len(trainer._mars_refiner.reports) == 2
-    assert len(trainer._mars_callback.history) == len(first)
+    assert len(trainer.pool) == 48 + 40 and len(trainer.refiner.reports) == 2
+    assert len(trainer.mars_callback.history) == len(first)
     assert trainer.run_plan.pool_sizes == (48, 68, 88)
 
 
@@ -389,13 +388,13 @@ def test_round_accounting_adds_up_with_long_variants_and_repeated_draws(
         augment_variants_per_pair=3,
     )
     trainer.train()
-    reports = trainer._mars_refiner.reports
+    reports = trainer.refiner.reports
     assert len(reports) == 2
     for r in reports:
         assert r["added"] + r["dropped_max_length"] + r["budget_unfilled"] == r["budget"] == 120, r
         assert r["dropped_max_length"] > 0 and r["variants_over_max_length"] > 0, r
     if strategy == "mars":  # counts above 3 repeat a pair's variants: each repeat of a long one costs budget
-        assert max(trainer._mars_refiner.last_counts) > 3
+        assert max(trainer.refiner.last_counts) > 3
         assert any(r["dropped_max_length"] > r["variants_over_max_length"] for r in reports)
     assert len(trainer.pool) == 48 + sum(r["added"] for r in reports)
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch.utils.data import BatchSampler
 
 from mars_trl import MarginAwareSampler
-from mars_trl.margins import sampling_weights
+from mars_trl.sampling.margins import sampling_weights
 
 sizes = st.integers(1, 300)
 

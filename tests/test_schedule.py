@@ -11,8 +11,8 @@ from test_refinement import suffix_augmenter
 from transformers import TrainerCallback, get_scheduler
 
 from mars_trl import MarginAwareSampler, MarsArguments, MarsConfig, MarsRewardTrainer
-from mars_trl.margins import sampling_weights
-from mars_trl.schedule import plan_for_steps, plan_run
+from mars_trl.sampling.margins import sampling_weights
+from mars_trl.sampling.schedule import plan_for_steps, plan_run
 
 
 def test_plan_splits_the_run_budget_over_its_rounds():
@@ -210,6 +210,6 @@ def test_weights_and_allocation_rank_by_the_loss_margin(tmp_path, standard_rows,
     hardness = trainer.margins - offsets
     expected = sampling_weights(hardness, tau=2.0, floor=0.1, standardize=trainer.mars_args.margin_standardize)
     np.testing.assert_allclose(trainer.margin_sampler.weights, expected, rtol=1e-9)
-    counts = trainer._mars_refiner.last_counts
+    counts = trainer.refiner.last_counts
     # A target margin of 3 the model has not reached makes those pairs the hard ones.
     assert counts[1::2].sum() > counts[0::2].sum()

@@ -1,4 +1,4 @@
-"""mars_trl.scoring: the margin-scoring pass batches single sequences by length and returns the same rewards as an
+"""mars_trl.sampling.scoring: the margin-scoring pass batches single sequences by length and returns the same rewards as an
 unbatched forward pass, in the caller's order."""
 
 import numpy as np
@@ -7,8 +7,7 @@ import torch
 from conftest import make_decoder, make_encoder
 from datasets import Dataset
 
-from mars_trl.pool import dataset_fetch, pair_lengths
-from mars_trl.scoring import score_margins
+from mars_trl.sampling.scoring import dataset_fetch, pair_lengths, score_margins
 
 
 def _pairs(rng: np.random.Generator, n: int, vocab: int) -> Dataset:

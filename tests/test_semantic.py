@@ -24,23 +24,15 @@ import pytest
 from conftest import cpu_args, make_decoder, to_format
 
 from mars_trl import MarsConfig, MarsRewardTrainer
-from mars_trl.allocation import allocate
 from mars_trl.config import MarsArguments
-from mars_trl.semantic import (
-    DEFAULT_EMBEDDER,
-    Embedder,
-    OpenAIRewriter,
-    RewriteRequest,
-    SemanticSharpener,
-    TransformersRewriter,
-    allocate_with_distances,
-    distance_weights,
-    offline_minilm_path,
-    replace_response,
-    response_text,
-    rewrite_messages,
-    semantic_report,
-)
+from mars_trl.names import DEFAULT_EMBEDDER
+from mars_trl.sampling.allocation import allocate
+from mars_trl.semantic.embedder import Embedder, offline_minilm_path
+from mars_trl.semantic.prompts import RewriteRequest, rewrite_messages
+from mars_trl.semantic.rewriters import OpenAIRewriter, TransformersRewriter
+from mars_trl.semantic.sharpener import SemanticSharpener, semantic_report
+from mars_trl.semantic.text import replace_response, response_text
+from mars_trl.semantic.weighting import allocate_with_distances, distance_weights
 
 # --------------------------------------------------------------------------------------------------------------------
 # Fixtures
@@ -759,7 +751,7 @@ def test_trainer_refines_once_per_pair_before_augmenting_and_reports(tmp_path, s
     )
     assert sharpener.fitted == 32 and sharpener.distances.shape == (32,)
     trainer.train()
-    refiner = trainer._mars_refiner
+    refiner = trainer.refiner
     reports = refiner.reports
     assert len(reports) == 2
     # Once per pair: every pair the augmenter saw was sharpened first, and none twice.
@@ -801,11 +793,11 @@ def test_resume_does_not_refine_again(tmp_path, standard_rows, decoder_tokenizer
     saved = {int(k): v for k, v in state["scalars"]["refiner"]["sharpened"].items()}
     assert saved and any(p["rejected"].endswith("rewritten badly") for p in saved.values())
     resumed, resumed_sharpener = run(tmp_path / "b", resume=str(checkpoint))
-    assert resumed._mars_refiner.sharpened == full._mars_refiner.sharpened
+    assert resumed.refiner.sharpened == full.refiner.sharpened
     # The resumed run sharpened only the pairs the second round reached for the first time.
-    already = {json.dumps(p, sort_keys=True) for p in (resumed._mars_refiner.raw_pair(s) for s in saved)}
+    already = {json.dumps(p, sort_keys=True) for p in (resumed.refiner.raw_pair(s) for s in saved)}
     assert not already & {json.dumps(p, sort_keys=True) for p in resumed_sharpener.sharpened_pairs}
-    assert len(resumed_sharpener.sharpened_pairs) == len(full._mars_refiner.sharpened) - len(saved)
+    assert len(resumed_sharpener.sharpened_pairs) == len(full.refiner.sharpened) - len(saved)
     assert resumed.pool.to_jsonl() == full.pool.to_jsonl()
 
 
@@ -824,21 +816,21 @@ def test_config_built_semantic_layer_with_real_models(tmp_path, standard_rows, d
         semantic_max_new_tokens=6,
         semantic_max_attempts=1,
     )
-    sharpener = trainer._mars_refiner.sharpener
+    sharpener = trainer.refiner.sharpener
     assert isinstance(sharpener, SemanticSharpener) and isinstance(sharpener.rewriter, TransformersRewriter)
     assert sharpener.distances.shape == (16,) and sharpener.threshold_ == pytest.approx(sharpener.distances.mean())
     trainer.train()
-    report = trainer._mars_refiner.reports[0]
+    report = trainer.refiner.reports[0]
     total = sum(report[f"semantic_{k}"] for k in ("refined", "kept", "failed", "skipped"))
     assert total == report["semantic_pairs"] == report["pairs_with_budget"]
-    for source, sharpened in trainer._mars_refiner.sharpened.items():  # conversational structure survives
-        original = trainer._mars_refiner.raw_pair(source)
+    for source, sharpened in trainer.refiner.sharpened.items():  # conversational structure survives
+        original = trainer.refiner.raw_pair(source)
         assert [m["role"] for m in sharpened["rejected"]] == [m["role"] for m in original["rejected"]]
         assert sharpened["prompt"] == original["prompt"]
 
 
 def test_distance_weighted_allocation_in_a_round(tmp_path, standard_rows, decoder_tokenizer, monkeypatch):
-    import mars_trl.semantic as semantic
+    import mars_trl.semantic.weighting as semantic
 
     calls = []
     real = semantic.allocate_with_distances
@@ -862,4 +854,4 @@ def test_distance_weighted_allocation_in_a_round(tmp_path, standard_rows, decode
     trainer.train()
     assert len(calls) == 1 and calls[0][1] == 2.0
     np.testing.assert_array_equal(calls[0][0], sharpener.distances)
-    assert trainer._mars_refiner.last_counts.sum() == 16
+    assert trainer.refiner.last_counts.sum() == 16

@@ -8,7 +8,7 @@ from conftest import SHARED_DATA, cpu_args
 from datasets import load_dataset
 
 from mars_trl import MarsConfig, MarsRewardTrainer
-from mars_trl.preparation import PLAIN_CHAT_TEMPLATE
+from mars_trl.data.preparation import PLAIN_CHAT_TEMPLATE
 
 HH = os.path.join(SHARED_DATA, "hh_rlhf_harmless_base_test", "pairs.jsonl")
 pytestmark = pytest.mark.skipif(not os.path.exists(HH), reason=f"shared preference data not found at {HH}")

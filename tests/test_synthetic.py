@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trl.data_utils import is_conversational
 
-from mars_trl.synthetic import CAPITALS, DIFFICULTIES, SENTENCES, make_preference_dataset
+from mars_trl.cli.synthetic import CAPITALS, DIFFICULTIES, SENTENCES, make_preference_dataset
 
 
 @settings(max_examples=30, deadline=None)

@@ -1,4 +1,4 @@
-"""`python -m mars_trl.train_script` (the `mars-trl train` command) as a real subprocess on local files."""
+"""`python -m mars_trl.cli.train` (the `mars-trl train` command) as a real subprocess on local files."""
 
 import json
 import os
@@ -21,13 +21,13 @@ def test_train_from_a_local_file_with_a_yaml_config(tmp_path, decoder_dir):
     )
     out = tmp_path / "rm"
     command = [
-        sys.executable, "-m", "mars_trl.train_script", "--config", str(config), "--model_name_or_path", decoder_dir,
+        sys.executable, "-m", "mars_trl.cli.train", "--config", str(config), "--model_name_or_path", decoder_dir,
         "--dataset_name", str(data), "--test_fraction", "0.25", "--eval_strategy", "epoch", "--output_dir", str(out),
     ]
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("model.safetensors", "tokenizer_config.json", "README.md", "mars_report.json", "mars_report.md",
-                 "mars_pool.jsonl", "mars_margins.png", "mars_allocation.png", "mars_accuracy.png"):
+                 "mars_augmented_pairs.jsonl", "mars_margins.png", "mars_allocation.png", "mars_accuracy.png"):
         assert (out / name).exists(), name
     report = json.loads((out / "mars_report.json").read_text())
     assert report["labelled_pairs"] == 30 and report["rounds"][0]["augmenter"] == "perturbation"

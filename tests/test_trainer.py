@@ -12,8 +12,8 @@ from transformers import TrainerCallback
 from trl import RewardConfig, RewardTrainer
 
 from mars_trl import MarginAwareSampler, MarsArguments, MarsConfig, MarsRewardTrainer
-from mars_trl.state import ARRAYS_FILE, MarsStateError
-from mars_trl.trainer import INDEX_COLUMN
+from mars_trl.names import INDEX_COLUMN
+from mars_trl.refinement.checkpoint import ARRAYS_FILE, MarsStateError
 
 
 def losses(trainer):
@@ -405,7 +405,7 @@ def test_a_model_with_only_nan_rewards(tmp_path, standard_rows, decoder_tokenize
         with pytest.raises(FloatingPointError, match="non-finite margin .* training pair"):
             trainer.train()
         return
-    with caplog.at_level("WARNING", logger="mars_trl.callback"):
+    with caplog.at_level("WARNING", logger="mars_trl.refinement.callback"):
         trainer.train()
     assert any(r.getMessage().startswith("48 of 48 training pairs have a non-finite") for r in caplog.records)
     np.testing.assert_allclose(trainer.margin_sampler.weights, 1.0 / 48)
@@ -437,7 +437,7 @@ def test_non_finite_margins_keep_the_uniform_weight_and_no_budget(
         processing_class=decoder_tokenizer,
         augmenter=suffix_augmenter,
     )
-    with caplog.at_level("WARNING", logger="mars_trl.callback"):
+    with caplog.at_level("WARNING", logger="mars_trl.refinement.callback"):
         trainer.train()
     bad = np.array(["a dog" in row["chosen"] for row in standard_rows])
     assert 0 < bad.sum() < len(bad)
@@ -446,7 +446,7 @@ def test_non_finite_margins_keep_the_uniform_weight_and_no_budget(
     assert logs[0]["mars/nonfinite_margins"] == bad.sum()
     warned = [r.getMessage() for r in caplog.records if "non-finite margin" in r.getMessage()]
     assert warned and warned[0].startswith(f"{bad.sum()} of 48 training pairs")
-    assert trainer._mars_refiner.last_counts[bad].sum() == 0 and trainer._mars_refiner.last_counts.sum() == 24
+    assert trainer.refiner.last_counts[bad].sum() == 0 and trainer.refiner.last_counts.sum() == 24
     weights = trainer.margin_sampler.weights
     nan_pool = ~np.isfinite(trainer.margins)
     assert nan_pool[:48].tolist() == bad.tolist()

@@ -22,10 +22,11 @@ Example:
 ```
 """
 
-from .base import Augmenter, CallableAugmenter, as_augmenter, validate_variants
+from .base import Augmenter, CallableAugmenter, as_augmenter
 from .lm_paraphrase import LMParaphraseAugmenter, MeaningFilter
 from .paraphrase import ParaphraseAugmenter
 from .perturbation import PerturbationAugmenter
+from .variants import validate_variants
 
 __all__ = [
     "Augmenter",

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..lazy_model import LazyModel
-from .paraphrase import ParaphraseAugmenter, _model_device
+from ..lazy_model import LazyModel, model_device
+from .paraphrase import ParaphraseAugmenter
 
 DEFAULT_LM_INSTRUCTION = (
     "Rewrite the following text in different words. Keep its meaning, facts, language and level of detail. "
@@ -49,7 +49,7 @@ class MeaningFilter:
     for a stricter filter.
 
     Args:
-        embedder: a [`mars_trl.semantic.Embedder`], or anything `Embedder` accepts (a sentence-transformers id or
+        embedder: a [`mars_trl.semantic.embedder.Embedder`], or anything `Embedder` accepts (a sentence-transformers id or
             path, a loaded model, or a function `texts -> vectors`).
         min_similarity: the threshold, in [-1, 1].
 
@@ -64,7 +64,7 @@ class MeaningFilter:
     """
 
     def __init__(self, embedder: Any, min_similarity: float = 0.8):
-        from ..semantic import Embedder
+        from ..semantic.embedder import Embedder
 
         if not -1.0 <= float(min_similarity) <= 1.0:
             raise ValueError(f"min_similarity must lie in [-1, 1] (a cosine similarity), got {min_similarity!r}")
@@ -205,7 +205,7 @@ class LMParaphraseAugmenter(ParaphraseAugmenter):
         unique = list(dict.fromkeys(texts))
         todo = [text for text in unique if text not in self.cache]
         if todo:
-            device = _model_device(self.model)
+            device = model_device(self.model)
             # `generate`'s own (decision-free) multinomial draw must not move the training's RNG.
             try:
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

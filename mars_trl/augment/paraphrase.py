@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..lazy_model import LazyModel
-from .base import Augmenter, _fields, _layout, pair_core, pair_key, primary_fields, with_texts
+from ..data.fields import layout_fields, pair_core, pair_key, pair_layout, primary_fields, with_texts
+from ..lazy_model import LazyModel, model_device
+from .base import Augmenter
 
 DEFAULT_PARAPHRASER = "humarin/chatgpt_paraphraser_on_T5_base"
 DEFAULT_CHAT_INSTRUCTION = (
@@ -193,7 +194,7 @@ class ParaphraseAugmenter(Augmenter):
             "pad_token_id": tokenizer.pad_token_id,
             **self.generation_kwargs,
         }
-        device = _model_device(model)
+        device = model_device(model)
         model.eval()
         try:
             with (
@@ -254,7 +255,7 @@ class ParaphraseAugmenter(Augmenter):
         plans = []
         texts: list[str] = []
         for pair in pairs:
-            fields = {path: text for path, text, _ in _fields(pair, _layout(pair))}
+            fields = {path: text for path, text, _ in layout_fields(pair, pair_layout(pair))}
             primaries = primary_fields(pair)
             plan = {
                 "prompt": [p for p in primaries if p[0] == "prompt"] if self.paraphrase_prompt else [],
@@ -292,12 +293,3 @@ class ParaphraseAugmenter(Augmenter):
                 if len(variants) >= k:
                     break
         return out
-
-
-def _model_device(model):
-    import torch
-
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    return next(model.parameters()).device

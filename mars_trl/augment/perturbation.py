@@ -40,7 +40,8 @@ import random
 import re
 from collections.abc import Callable, Iterator
 
-from .base import Augmenter, _fields, _layout, pair_core, pair_key, primary_fields, with_texts
+from ..data.fields import layout_fields, pair_core, pair_key, pair_layout, primary_fields, with_texts
+from .base import Augmenter
 
 PROMPT_LEAD_INS = (
     "Please respond to the following:",
@@ -392,8 +393,8 @@ class PerturbationAugmenter(Augmenter):
         limit = min(int(k), self.variants_per_pair)
         if limit <= 0:
             return []
-        layout = _layout(pair)
-        fields = _fields(pair, layout)
+        layout = pair_layout(pair)
+        fields = layout_fields(pair, layout)
         texts = {path: text for path, text, _ in fields}
         primaries = primary_fields(pair)
         prompt_path = next((path for path in primaries if path[0] == "prompt"), None)

@@ -11,7 +11,7 @@ import conftest  # noqa: E402
 import torch  # noqa: E402
 
 from mars_trl import MarsConfig, MarsRewardTrainer  # noqa: E402
-from mars_trl.trainer import INDEX_COLUMN  # noqa: E402
+from mars_trl.names import INDEX_COLUMN  # noqa: E402
 
 
 class RecordingTrainer(MarsRewardTrainer):
@@ -21,7 +21,7 @@ class RecordingTrainer(MarsRewardTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.model.training and INDEX_COLUMN in inputs:
-            self.seen.append([self._mars_callback.current_epoch, inputs[INDEX_COLUMN].tolist()])
+            self.seen.append([self.mars_callback.current_epoch, inputs[INDEX_COLUMN].tolist()])
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
@@ -49,24 +49,24 @@ def main(output_dir: str, source: str) -> None:
         model=conftest.make_decoder(tokenizer), args=args, train_dataset=data, processing_class=tokenizer
     )
     sequences = {}
-    original_refresh = trainer._mars_callback.refresh
+    original_refresh = trainer.mars_callback.refresh
 
     def refresh(epoch):
         stats = original_refresh(epoch)
         sequences[epoch] = trainer.margin_sampler.indices().tolist()
         return stats
 
-    trainer._mars_callback.refresh = refresh
+    trainer.mars_callback.refresh = refresh
     # The sequence slots (2 per scored pair) this rank itself scored in each scoring pass, before the gather.
-    import mars_trl.scoring as scoring
+    import mars_trl.sampling.scoring as scoring
 
-    scored, gather = [], scoring._gather
+    scored, gather = [], scoring.gather_indexed
 
     def recording_gather(accelerator, slots, values):
         scored.append(sorted(int(s) for s in slots))
         return gather(accelerator, slots, values)
 
-    scoring._gather = recording_gather
+    scoring.gather_indexed = recording_gather
     trainer.train()
     params = torch.cat([p.detach().flatten().double() for p in trainer.model.parameters()])
     rank = trainer.accelerator.process_index

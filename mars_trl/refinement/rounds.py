@@ -11,13 +11,16 @@ import numpy as np
 from accelerate.utils import gather_object
 from datasets import Dataset
 
-from .allocation import allocate, draw_variants
-from .pool import ROUND, SOURCE, VARIANT, PairPool, VariantCache, dataset_fetch, pair_lengths
-from .scoring import score_margins
+from ..data.preparation import prepare_as_reward_trainer
+from ..names import ROUND, SOURCE, TEXT_COLUMNS, TOKEN_COLUMNS, VARIANT
+from ..sampling.allocation import allocate, draw_variants
+from ..sampling.scoring import dataset_fetch, pair_lengths, score_margins
+from .checkpoint import POOL_FILE, VARIANTS_FILE
+from .pool import PairPool
+from .variant_cache import VariantCache
 
 logger = logging.getLogger(__name__)
 
-TEXT_FIELDS = ("prompt", "chosen", "rejected")
 
 
 class AugmenterFailure(RuntimeError):
@@ -33,7 +36,7 @@ class Refiner:
     """
 
     def __init__(self, trainer, augmenter, pool: PairPool, raw: Dataset, raw_rows: np.ndarray):
-        from .augment import as_augmenter
+        from ..augment import as_augmenter
 
         self.trainer = trainer
         self.mars = trainer.mars_args
@@ -71,7 +74,7 @@ class Refiner:
 
     def raw_pair(self, source: int) -> dict:
         row = self.raw[int(self.raw_rows[source])]
-        return {k: row[k] for k in TEXT_FIELDS if k in row}
+        return {k: row[k] for k in TEXT_COLUMNS if k in row}
 
     def source_pair(self, source: int) -> dict:
         """The pair the augmenter rewrites: the sharpened one when the semantic layer rewrote it, else the original."""
@@ -95,7 +98,7 @@ class Refiner:
     # -- generation ----------------------------------------------------------------------------------------------
     def generate(self, sources: list[int]) -> Counter:
         """Fill the cache for `sources`, sharded across processes; every process ends with the same cache."""
-        from .augment import validate_variants
+        from ..augment import validate_variants
 
         accelerator = self.trainer.accelerator
         mine = sources[accelerator.process_index :: accelerator.num_processes]
@@ -153,7 +156,7 @@ class Refiner:
         """Tokenized rows of cached variants `(source, variant)`, exactly as RewardTrainer prepares data."""
         if not keys:
             return {}
-        extra = [c for c in self.raw.column_names if c not in TEXT_FIELDS and c in self.pool.extra_columns]
+        extra = [c for c in self.raw.column_names if c not in TEXT_COLUMNS and c in self.pool.extra_columns]
         rows = []
         for source, variant in keys:
             raw_row = self.raw[int(self.raw_rows[source])]
@@ -161,11 +164,10 @@ class Refiner:
             row.update(self.cache[source][variant])
             row.update({SOURCE: source, VARIANT: variant, ROUND: round_id})
             rows.append(row)
-        trainer = self.trainer
-        prepared = trainer._prepare_dataset(
-            Dataset.from_list(rows), trainer.processing_class, trainer.args, "augmented"
+        prepared = prepare_as_reward_trainer(
+            Dataset.from_list(rows), None, None, name="augmented", trainer=self.trainer
         )
-        keep = [*("chosen_ids", "rejected_ids"), *self.pool.extra_columns, SOURCE, VARIANT, ROUND]
+        keep = [*TOKEN_COLUMNS, *self.pool.extra_columns, SOURCE, VARIANT, ROUND]
         prepared = prepared.select_columns([c for c in keep if c in prepared.column_names])
         return {(r[SOURCE], r[VARIANT]): r for r in prepared}
 
@@ -187,7 +189,7 @@ class Refiner:
         )
         weighted = self.mars.semantic_distance_weighting and strategy == "mars" and self.sharpener is not None
         if finite.any() and weighted:
-            from .semantic import allocate_with_distances
+            from ..semantic.weighting import allocate_with_distances
 
             # Beyond the paper (off by default): softmax(-tau * D) * w(d), d the pairs' semantic distances.
             distances = getattr(self.sharpener, "distances", None)
@@ -226,7 +228,7 @@ class Refiner:
         unfilled = int(budget - sum(counts[s] for s in ready))
         new = self.pool.append(rows)
 
-        from .semantic import semantic_report
+        from ..semantic.sharpener import semantic_report
 
         hardest = np.argsort(labelled_margins, kind="stable")[:10]
         report = {
@@ -300,11 +302,11 @@ class Refiner:
             "segment_sizes": self.pool.segment_sizes(),
             "sharpened": {str(k): v for k, v in sorted(self.sharpened.items())},
         }
-        files = {"mars_pool.jsonl": self.pool.to_jsonl(), "mars_variants.jsonl": self.cache.to_jsonl()}
+        files = {POOL_FILE: self.pool.to_jsonl(), VARIANTS_FILE: self.cache.to_jsonl()}
         return scalars, files
 
     def load(self, scalars: dict, files: dict[str, bytes]) -> None:
         self.reports = list(scalars["reports"])
         self.sharpened = {int(k): v for k, v in scalars.get("sharpened", {}).items()}
-        self.cache.load_jsonl(files["mars_variants.jsonl"])
-        self.pool.load_jsonl(files["mars_pool.jsonl"], scalars["segment_sizes"])
+        self.cache.load_jsonl(files[VARIANTS_FILE])
+        self.pool.load_jsonl(files[POOL_FILE], scalars["segment_sizes"])

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .state import MarsStateError
+from ..refinement.checkpoint import MarsStateError
 
 
 def _demo(argv: list[str]) -> int:
@@ -29,22 +29,22 @@ def _demo(argv: list[str]) -> int:
 
 
 def _train(argv: list[str]) -> int:
-    from . import train_script
+    from . import train
 
-    parser = train_script.make_parser(prog="mars-trl train")
-    train_script.main(*parser.parse_args_and_config(args=argv))
+    parser = train.make_parser(prog="mars-trl train")
+    train.main(*parser.parse_args_and_config(args=argv))
     return 0
 
 
 def _evaluate(argv: list[str]) -> int:
-    from . import evaluation
+    from . import evaluate
 
     parser = argparse.ArgumentParser(
         prog="mars-trl evaluate",
         description="Accuracy, ROC-AUC, reward AUC, margin SNR and calibration error of a reward model on preference "
         "pairs, overall and per `subset`.",
     )
-    evaluation.run(evaluation.add_arguments(parser).parse_args(argv))
+    evaluate.run(evaluate.add_arguments(parser).parse_args(argv))
     return 0
 
 
