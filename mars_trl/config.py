@@ -93,8 +93,8 @@ class MarsArguments:
             Precision of the margin-scoring pass. 'auto': the training's (bf16/fp16 autocast when mixed precision is
             on, else the model's dtype). 'bf16': bfloat16 autocast even when training in fp32, about twice as fast on
             hardware with bf16 units (docs/benchmarks.md). bf16 keeps 8 significant bits, so a margin moves by up to
-            ~1-2% of the rewards' size: a sampling weight by exp(tau x that), and pairs with margins smaller than it
-            can change sign in the logged statistics. Needs bf16 support on the device.
+            ~1-2 percent of the rewards' size: a sampling weight by exp(tau x that), and pairs with margins smaller
+            than it can change sign in the logged statistics. Needs bf16 support on the device.
         max_length_policy (`str`, *optional*, defaults to `'drop'`):
             Pairs with a side longer than `max_length` tokens. 'drop' (RewardTrainer's behaviour, whose `max_length`
             help says 'truncated'): left out, counted in a warning and in `mars/labelled_dropped_max_length`.
@@ -328,7 +328,7 @@ class MarsArguments:
             "help": "Precision of the margin-scoring pass. 'auto': the training's (bf16/fp16 autocast when mixed "
             "precision is on, else the model's dtype). 'bf16': bfloat16 autocast even when training in fp32, about "
             "twice as fast on hardware with bf16 units (docs/benchmarks.md). bf16 keeps 8 significant bits, so a "
-            "margin moves by up to ~1-2% of the rewards' size: a sampling weight by exp(tau x that), and pairs with "
+            "margin moves by up to ~1-2 percent of the rewards' size: a sampling weight by exp(tau x that), and pairs with "
             "margins smaller than it can change sign in the logged statistics. Needs bf16 support on the device.",
             "choices": list(_SCORING_PRECISIONS),
         },

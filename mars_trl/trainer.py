@@ -244,6 +244,7 @@ class MarsRewardTrainer(RewardTrainer):
         self._mars_plan: RunPlan | None = None
         # Batches and optimizer steps of each planned pool epoch (empty with `epoch_length="fixed"`).
         self._mars_batches: list[int] = []
+        self._mars_deferred_logs: dict[str, float] = {}
         self._mars_updates: list[int] = []
         streaming = isinstance(train_dataset, IterableDataset)
         self._mars_active = bool(self.mars_args.use_mars) and not streaming
@@ -637,6 +638,17 @@ class MarsRewardTrainer(RewardTrainer):
         # logged on their own through `Trainer.log`, which feeds every reporting integration.
         Trainer.log(self, dict(logs))
 
+    def log_mars_with_next_entry(self, logs: dict[str, float]) -> None:
+        """Add `logs` to the next entry the trainer logs (loss or eval), instead of an entry of their own: figures
+        known at train start must not become `log_history[0]`, where RewardTrainer's users find their first metrics."""
+        self._mars_deferred_logs.update(logs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._mars_deferred_logs:
+            logs = {**logs, **self._mars_deferred_logs}
+            self._mars_deferred_logs = {}
+        super().log(logs, start_time)
+
     def save_mars_report(self, output_dir: str | None = None, plots: bool = True) -> dict[str, str]:
         """
         Write `mars_report.json`, `mars_augmented_pairs.jsonl` (augmented pairs as text, with provenance), PNG plots
@@ -723,6 +735,7 @@ class MarsRewardTrainer(RewardTrainer):
         self._mars_callback.reset()
         self._mars_sampler = None
         self._mars_plan, self._mars_batches, self._mars_updates = None, [], []
+        self._mars_deferred_logs = {}
 
     def _check_mars_state(self, checkpoint: str) -> None:
         if has_state(checkpoint) or not written_by_mars(checkpoint):

@@ -211,6 +211,7 @@ def cpu_args(output_dir, **overrides):
     return args
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without the plugin (`-p no:xdist`) it is simply unused
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per core, at most 4 (each holds its own torch and the session's tiny models)."""
     return max(1, min(4, os.cpu_count() or 1))

@@ -182,3 +182,15 @@ def test_train_resumes_from_the_latest_checkpoint(tmp_path, decoder_dir):
     resumed = run_with_defaults(flags, ["--num_train_epochs", "2", "--resume_from_checkpoint", "latest"])
     assert resumed.resume_checkpoint == str(out / "checkpoint-4")
     assert resumed.state.global_step == 8
+
+
+def test_train_help_lists_the_mars_flags(capsys):
+    """argparse formats every help text with `%`: a bare `%` in a field's help crashed `mars-trl train --help`."""
+    from mars_trl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--margin_tau", "--augment_budget_ratio", "--margin_scoring_precision", "--epoch_length"):
+        assert flag in out, flag

@@ -665,6 +665,8 @@ def test_pairs_dropped_for_max_length_are_counted_warned_and_logged(
     trainer.train()
     key = "mars/labelled_dropped_max_length"
     assert [e[key] for e in trainer.state.log_history if key in e] == [3.0]
+    # In the run's first entry, beside its loss: not an entry of its own ahead of RewardTrainer's first metrics.
+    assert key in trainer.state.log_history[0] and "loss" in trainer.state.log_history[0]
 
 
 def test_truncate_policy_keeps_long_pairs_fitted_the_same_way_on_both_sides(

@@ -184,8 +184,8 @@ class MarsCallback(TrainerCallback):
     # -- Trainer events ------------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
         self.margin_table()
-        if state.global_step == 0:  # once per run, beside the figures of the refreshes
-            self.trainer.log_mars(
+        if state.global_step == 0:  # once per run, in the run's first log entry
+            self.trainer.log_mars_with_next_entry(
                 {
                     "mars/labelled_dropped_max_length": float(self.trainer.dropped_max_length),
                     "mars/labelled_truncated_max_length": float(self.trainer.truncated_max_length.get("train", 0)),
