@@ -328,7 +328,7 @@ def _ms(values, digits=3) -> str:
 
 def paired_vs_plain(cells: list[dict], plain: list[dict], test: str) -> dict | None:
     """Mean accuracy difference to `plain` over the seeds both ran (same data, same test pairs), with its SE."""
-    from mars_trl.cli.demo import paired_difference
+    from mars_trl.evaluation.metrics import paired_difference
 
     by_seed = {c["seed"]: c["results"][test]["accuracy"] for c in plain if test in c["results"]}
     pairs = [(by_seed[c["seed"]], c["results"][test]["accuracy"]) for c in cells if c["seed"] in by_seed]

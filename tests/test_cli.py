@@ -96,7 +96,7 @@ def test_demo_quick_runs_offline(tmp_path, decoder_dir):
 
 
 def test_paired_difference_statistics():
-    from mars_trl.cli.demo import paired_difference
+    from mars_trl.evaluation import paired_difference
 
     d = paired_difference([0.5, 0.6, 0.7], [0.6, 0.6, 0.9])  # differences 0.1, 0.0, 0.2
     assert d["mean"] == pytest.approx(0.1) and d["se"] == pytest.approx(0.1 / 3**0.5)

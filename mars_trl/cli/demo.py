@@ -43,8 +43,6 @@ LABELS = {
     "west_of_n": "West-of-N",
     "mars": "MARS",
 }
-# Two-sided 97.5% quantiles of Student's t for 1..9 degrees of freedom (a 95% interval from few seeds).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -71,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "at most two per seed; 1 runs them one after another in this process)",
     )
     parser.add_argument("--output_dir", default="mars-demo")
-    parser.add_argument("--quick", action="store_true", help="tiny settings (for tests): 32/48 pairs, 2 epochs, 2 seeds")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny settings (for tests): 32/48 pairs, 2 epochs, 2 seeds"
+    )
     parser.add_argument(
         "--report", default=None, help="print the comparison table of a finished demo's report.json again (no training)"
     )
@@ -120,17 +120,6 @@ def _summary(margins: np.ndarray, difficulty: list[str]) -> dict[str, float]:
     return out
 
 
-def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
-    """Mean of the per-seed differences `b - a`, its standard error and a 95% Student-t interval (nan: 1 seed)."""
-    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    mean = float(d.mean())
-    if d.size < 2:
-        return {"mean": mean, "se": float("nan"), "low": float("nan"), "high": float("nan"), "seeds": int(d.size)}
-    se = float(d.std(ddof=1) / np.sqrt(d.size))
-    t = T975[min(d.size - 2, len(T975) - 1)]
-    return {"mean": mean, "se": se, "low": mean - t * se, "high": mean + t * se, "seeds": int(d.size)}
-
-
 def _quiet() -> None:
     """One line per run: no progress bars, no library chatter (the runs' own errors still surface)."""
     import warnings
@@ -174,7 +163,9 @@ def run_arm(args, arm: str, seed: int, model_path: str, max_steps: int = -1) -> 
     """Train one arm on one seed's split and score it on that seed's held-out pairs: the record `report.json` keeps."""
     start = time.perf_counter()
     train, test = _split(args, seed)
-    trainer = _train_arm(args, arm, seed, train, model_path, os.path.join(args.output_dir, f"{arm}-seed{seed}"), max_steps)
+    trainer = _train_arm(
+        args, arm, seed, train, model_path, os.path.join(args.output_dir, f"{arm}-seed{seed}"), max_steps
+    )
     margins, difficulty = held_out_margins(trainer, test)
     record = {
         "seed": seed,
@@ -277,6 +268,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _paired(runs: dict, arms: list[str]) -> dict:
+    from ..evaluation.metrics import paired_difference  # here, so argument mistakes answer before heavy imports
+
     def against(base: str, arm: str) -> dict:
         return {
             key: paired_difference([r["results"][key] for r in runs[base]], [r["results"][key] for r in runs[arm]])
@@ -310,9 +303,16 @@ def _table(runs: dict, arms: list[str]) -> str:
     for arm in arms[1:]:
         if f"mars_vs_{arm}" in paired:
             d = paired[f"mars_vs_{arm}"]["all"]
-            lines.append(
-                f"MARS vs {LABELS[arm]}: {d['mean']:+.3f} ({d['se']:.3f}) [{d['low']:+.3f}, {d['high']:+.3f}]"
-            )
+            lines.append(f"MARS vs {LABELS[arm]}: {d['mean']:+.3f} ({d['se']:.3f}) [{d['low']:+.3f}, {d['high']:+.3f}]")
     seeds = len(runs["plain"])
     lines.append(f"Means over {seeds} seeds; each difference is paired by seed (same data, same held-out pairs).")
     return "\n".join(lines)
+
+
+def __getattr__(name: str):
+    # The paired statistics moved to `mars_trl.evaluation.metrics`; this path works for one release, with a warning.
+    from ..deprecation import moved_name
+
+    return moved_name(
+        __name__, name, {"paired_difference": "mars_trl.evaluation.metrics", "T975": "mars_trl.evaluation.metrics"}
+    )
