@@ -213,3 +213,48 @@ def test_weights_and_allocation_rank_by_the_loss_margin(tmp_path, standard_rows,
     counts = trainer.refiner.last_counts
     # A target margin of 3 the model has not reached makes those pairs the hard ones.
     assert counts[1::2].sum() > counts[0::2].sum()
+
+
+def test_early_stopping_ends_a_grown_run_and_restores_the_best_checkpoint(tmp_path, standard_rows, decoder_tokenizer):
+    # On small noisy sets the pool epoch's longer training can overfit (docs/benchmarks.md); transformers' early
+    # stopping is the user's remedy, so it must work on a run whose schedule was planned for a growing pool.
+    from transformers import EarlyStoppingCallback
+
+    rows = to_format(standard_rows[:40], False, True)
+    trainer = MarsRewardTrainer(
+        model=make_decoder(decoder_tokenizer),
+        args=MarsConfig(
+            **cpu_args(
+                tmp_path,
+                num_train_epochs=3,
+                augment_budget=40,
+                augment_variants_per_pair=5,
+                eval_strategy="epoch",
+                save_strategy="epoch",
+                load_best_model_at_end=True,
+                metric_for_best_model="eval_loss",
+            )
+        ),
+        train_dataset=rows,
+        eval_dataset=to_format(standard_rows[40:56], False, True),
+        processing_class=decoder_tokenizer,
+        augmenter=suffix_augmenter,
+        # A threshold no change can pass: the first evaluation sets the best metric, the second (epoch 2) finds no
+        # "improvement" and stops the run there.
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=1, early_stopping_threshold=1e9)],
+    )
+    trainer.train()
+    plan = trainer.run_plan
+    steps_two_epochs = sum(math.ceil(n / 8) for n in plan.epoch_samples[:2])
+    assert trainer.state.global_step == steps_two_epochs < trainer.state.max_steps
+    assert len(trainer.pool) == 60  # the one round that ran (epoch 2) is in the pool; the third never started
+    # load_best_model_at_end restored the checkpoint of the evaluation with the lowest eval_loss.
+    evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+    best_step = min(evals, key=lambda e: e["eval_loss"])["step"]
+    assert len(evals) == 2 and trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
+    from safetensors.torch import load_file
+
+    live = trainer.model.state_dict()
+    weights = {e["step"]: load_file(f"{tmp_path}/checkpoint-{e['step']}/model.safetensors") for e in evals}
+    matches = {s: all(torch.equal(live[k].cpu(), v) for k, v in w.items() if k in live) for s, w in weights.items()}
+    assert matches == {e["step"]: e["step"] == best_step for e in evals}
