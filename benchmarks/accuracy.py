@@ -337,6 +337,17 @@ def paired_vs_plain(cells: list[dict], plain: list[dict], test: str) -> dict | N
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs])
 
 
+def mars_against(main: dict[str, list[dict]], test: str) -> dict[str, dict]:
+    """MARS's paired difference to every other arm (`main`: cells by strategy spec), as the goal compares it."""
+    mars = main.get("mars", [])
+    out = {}
+    for spec, cells in main.items():
+        paired = paired_vs_plain(mars, cells, test) if mars and spec != "mars" else None
+        if paired is not None:
+            out[spec] = paired
+    return out
+
+
 def _paired_text(paired: dict | None) -> str:
     if paired is None:
         return ""
@@ -418,6 +429,17 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
         + common.markdown_table(headers, rows)
     ]
 
+    against = mars_against(main, in_domain)
+    summary["mars_vs"] = against
+    if against:
+        parts.append(
+            f"## MARS against each arm: paired Δ (MARS - arm) by seed, in-domain {args.split} split\n\n"
+            + common.markdown_table(
+                ["arm", "seeds", "paired Δ (SE) [95%]"],
+                [[spec, str(p["seeds"]), _paired_text(p)] for spec, p in against.items()],
+            )
+        )
+
     set_rows = []
     for spec, cs in main.items():
         set_rows.append([spec, *[_ms([c["results"][t]["accuracy"] for c in cs if t in c["results"]]) for t in data["tests"]]])
@@ -463,7 +485,8 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
         )
     notes = [f"- {k}: {v}" for k, v in data["notes"].items()] + [f"- {k}: {v}" for k, v in skipped.items()]
     parts.append("Test sets and skips:\n\n" + "\n".join(notes))
-    return {"main": summary, "curve": curve_summary}, "\n\n".join(parts)
+    mars_vs = summary.pop("mars_vs")
+    return {"main": summary, "mars_vs": mars_vs, "curve": curve_summary}, "\n\n".join(parts)
 
 
 def main(argv=None):

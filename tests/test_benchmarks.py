@@ -90,6 +90,13 @@ def test_accuracy_pairs_differences_by_seed():
     assert paired["seeds"] == 3 and paired["mean"] == pytest.approx((0.02 + 0.01 + 0.05) / 3)
     assert paired["se"] == pytest.approx(0.020816659994661 / 3**0.5)
     assert accuracy.paired_vs_plain(plain, plain, "test") is None
+    # MARS against every other arm, each paired by seed; an arm sharing no seed with MARS is left out.
+    uniform = [cell(0, 0.61), cell(1, 0.69), cell(2, 0.66)]
+    against = accuracy.mars_against({"plain": plain, "mars": mars, "uniform": uniform, "other": [cell(9, 0.5)]}, "test")
+    assert set(against) == {"plain", "uniform"}
+    assert against["plain"]["mean"] == pytest.approx(paired["mean"])
+    assert against["uniform"]["mean"] == pytest.approx((0.01 + 0.02 + 0.04) / 3)
+    assert accuracy.mars_against({"plain": plain}, "test") == {}
 
 
 @pytest.mark.slow
