@@ -463,7 +463,7 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
 
     aug_rows = []
     for spec, cs in main.items():
-        if not cs[0]["rounds"] and cs[0]["name"] == "plain":
+        if not cs[0]["rounds"] and cs[0]["name"] in ("plain", "plain_matched"):  # no augmentation to report
             continue
         aug_rows.append(
             [
