@@ -140,6 +140,10 @@ class MarsArguments:
         augment_variants_per_pair (`int | None`, *optional*, defaults to `None`):
             Variants generated (once, then cached) per labelled pair. Default: the augmenter's own, e.g. 25 for the
             paraphraser (5 chosen x 5 rejected paraphrases, as the authors).
+        augment_max_per_pair (`int | None`, *optional*, defaults to `None`):
+            Most augmented pairs any one labelled pair receives in one round; the budget a capped pair cannot take goes
+            to the others by the same allocation. In human-labelled data a strongly mis-ranked pair is often a
+            mislabelled one, and signed `mars` gives it the most variants. None: no cap (the authors').
         augment_batch_size (`int`, *optional*, defaults to `32`):
             Labelled pairs per augmenter call.
         augment_on_error (`str`, *optional*, defaults to `'skip'`):
@@ -420,6 +424,15 @@ class MarsArguments:
             "25 for the paraphraser (5 chosen x 5 rejected paraphrases, as the authors)."
         },
     )
+    augment_max_per_pair: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most augmented pairs any one labelled pair receives in one round; the budget a capped pair "
+            "cannot take goes to the others by the same allocation. In human-labelled data a strongly mis-ranked "
+            "pair is often a mislabelled one, and signed `mars` gives it the most variants. None: no cap (the "
+            "authors')."
+        },
+    )
     augment_batch_size: int = field(default=32, metadata={"help": "Labelled pairs per augmenter call."})
     augment_on_error: str = field(
         default="skip",
@@ -616,6 +629,7 @@ class MarsArguments:
                 "margin_scoring_batch_size",
                 "augment_max_rounds",
                 "augment_variants_per_pair",
+                "augment_max_per_pair",
                 "augment_batch_size",
             ),
             minimum=1,

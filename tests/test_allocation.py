@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mars_trl.sampling.allocation import allocate, draw_variants, largest_remainder
+from mars_trl.sampling.allocation import allocate, capped_largest_remainder, draw_variants, largest_remainder
 
 margins = arrays(np.float64, st.integers(1, 300), elements=st.floats(-20, 20, allow_nan=False))
 
@@ -70,3 +70,22 @@ def test_standardize_makes_the_mars_allocation_scale_free():
     scaled = allocate("mars", margins, 60, tau=0.5, standardize=True)
     assert scaled.sum() == 60 and scaled.tolist() == sorted(scaled.tolist(), reverse=True) and scaled[0] > scaled[-1]
     assert scaled.tolist() == allocate("mars", margins * 100, 60, tau=0.5, standardize=True).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(margins, st.integers(0, 3000), st.integers(0, 8), st.integers(0, 99))
+def test_a_cap_bounds_every_count_and_keeps_the_rest_proportional(m, budget, slack, seed):
+    cap = -(-budget // m.size) + slack  # the smallest cap that holds the budget, plus some room
+    counts = allocate("mars", m, budget, tau=0.5, seed=seed, max_per_pair=cap)
+    assert counts.sum() == budget and counts.max(initial=0) <= cap and np.all(counts >= 0)
+    # Below the cap the allocation is still the softmax's: harder pairs get at least as much, up to rounding.
+    order = np.argsort(m, kind="stable")
+    assert np.all(np.diff(counts[order]) <= 1)
+    # A cap nothing reaches changes nothing.
+    assert np.array_equal(allocate("mars", m, budget, seed=seed, max_per_pair=budget + 1), allocate("mars", m, budget, seed=seed))
+
+
+def test_a_cap_too_small_for_the_budget_names_the_fix():
+    assert capped_largest_remainder(np.array([0.7, 0.2, 0.1]), 10, cap=4).tolist() == [4, 4, 2]
+    with pytest.raises(ValueError, match=r"cap of 3 cannot hold a budget of 10 over 3 pairs.*at least 4"):
+        allocate("uniform", np.zeros(3), 10, max_per_pair=3)

@@ -120,6 +120,32 @@ def test_mars_spends_the_budget_on_hard_pairs(tmp_path, standard_rows, decoder_t
     assert np.all(np.diff(margins) >= 0)
 
 
+def test_a_per_pair_cap_spreads_what_the_hardest_pairs_cannot_take(tmp_path, standard_rows, decoder_tokenizer):
+    rows = to_format(standard_rows, False, True)
+    settings = dict(num_train_epochs=2, augment_budget=48, margin_tau=5.0)
+    free = build(tmp_path / "free", decoder_tokenizer, rows, **settings)
+    free.train()
+    capped = build(tmp_path / "capped", decoder_tokenizer, rows, augment_max_per_pair=2, **settings)
+    capped.train()
+    # Same seed, same margins at the round: uncapped, tau 5 piles the budget on the hardest pairs...
+    assert free.refiner.reports[0]["hardest_pairs"] == capped.refiner.reports[0]["hardest_pairs"]
+    assert np.bincount(free.pool.sources(), minlength=48).max() == free.refiner.reports[0]["most_to_one_pair"] > 2
+    # ...capped, no pair gets more than 2 and the whole budget is still spent, hardest pairs at the cap.
+    counts = np.bincount(capped.pool.sources(), minlength=48)
+    report = capped.refiner.reports[0]
+    assert counts.max() == report["most_to_one_pair"] == 2 and counts.sum() == report["added"] == 48
+    assert counts[report["hardest_pairs"][0]] == 2
+
+
+def test_a_per_pair_cap_too_small_for_the_budget_is_refused_before_training(tmp_path, standard_rows, decoder_tokenizer):
+    trainer = build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True), augment_max_per_pair=2)
+    with pytest.raises(ValueError, match=r"augment_max_per_pair=2.*48 labelled pairs \(96\).*at least 3"):
+        # 200 over 2 rounds: 100 in a round, more than 48 pairs x 2.
+        trainer.args.augment_budget = 200
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
 def test_west_of_n_keeps_each_pairs_highest_margin_variants(tmp_path, standard_rows, decoder_tokenizer):
     """With lr=0 the model is fixed, so the chosen variants can be checked against a fresh scoring of all of them."""
     trainer = build(

@@ -71,6 +71,15 @@ class Refiner:
                 f"pairs x {self.variants_per_pair} variants = {supply}). Lower `augment_budget` / "
                 "`augment_budget_ratio`, train more epochs (more rounds), or raise `augment_variants_per_pair`."
             )
+        cap = self.mars.augment_max_per_pair
+        if cap is not None and largest > cap * self.pool.num_labelled:
+            raise ValueError(
+                f"An augmentation round's budget ({largest} pairs: the run's budget split over {len(budgets)} rounds) "
+                f"exceeds what `augment_max_per_pair={cap}` allows over {self.pool.num_labelled} labelled pairs "
+                f"({cap * self.pool.num_labelled}). Raise `augment_max_per_pair` to at least "
+                f"{-(-largest // self.pool.num_labelled)}, lower `augment_budget` / `augment_budget_ratio`, or train "
+                "more epochs (more rounds)."
+            )
 
     def raw_pair(self, source: int) -> dict:
         row = self.raw[int(self.raw_rows[source])]
@@ -186,6 +195,7 @@ class Refiner:
             mode=self.mars.margin_mode,
             seed=seed + round_id,
             standardize=self.mars.margin_standardize,
+            max_per_pair=self.mars.augment_max_per_pair,
         )
         weighted = self.mars.semantic_distance_weighting and strategy == "mars" and self.sharpener is not None
         if finite.any() and weighted:
@@ -238,6 +248,7 @@ class Refiner:
             "strategy": strategy,
             "budget": budget,
             "pairs_with_budget": len(sources),
+            "most_to_one_pair": int(counts.max(initial=0)),
             "variants_generated": int(stats["variants_generated"]),
             "variants_reused_pairs": len(reused),
             "variants_invalid": int(stats["variants_invalid"]),

@@ -56,6 +56,57 @@ def largest_remainder(shares: np.ndarray, total: int, seed: int = 0) -> np.ndarr
     return counts
 
 
+def capped_largest_remainder(shares: np.ndarray, total: int, cap: int | None = None, seed: int = 0) -> np.ndarray:
+    """
+    [`largest_remainder`] with no count above `cap`: a capped pair's surplus goes to the others, by their shares.
+
+    Water-filling: pairs whose exact share of what is left exceeds `cap` are fixed at `cap` and the rest is shared
+    again among the others, until no exact share exceeds the cap; the counts still sum to `total`. `cap=None` is
+    [`largest_remainder`] itself.
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> from mars_trl.sampling.allocation import capped_largest_remainder
+    >>> capped_largest_remainder(np.array([0.7, 0.2, 0.1]), 10, cap=4).tolist()
+    [4, 4, 2]
+    ```
+    """
+    if cap is None:
+        return largest_remainder(shares, total, seed)
+    shares = np.asarray(shares, dtype=np.float64)
+    if cap < 0 or cap * shares.size < total:
+        raise ValueError(
+            f"A per-pair cap of {cap} cannot hold a budget of {total} over {shares.size} pairs (at most "
+            f"{max(cap, 0) * shares.size}). Raise `augment_max_per_pair` to at least {-(-total // max(shares.size, 1))} "
+            "or lower the budget."
+        )
+    fixed = np.zeros(shares.size, dtype=bool)
+    while True:
+        free = ~fixed
+        left = total - cap * int(fixed.sum())
+        weight = shares[free].sum()
+        if left == 0 or weight <= 0:
+            break
+        over = np.flatnonzero(free)[shares[free] * (left / weight) > cap]
+        if over.size == 0:
+            break
+        fixed[over] = True
+    counts = np.full(shares.size, cap, dtype=np.int64)
+    counts[~fixed] = 0
+    if left and free.any():
+        # Pairs with zero share cannot take the rest: spread it evenly over the free pairs instead.
+        rest = shares[free] if weight > 0 else np.ones(int(free.sum()))
+        counts[free] = largest_remainder(rest, left, seed)
+    # Rounding can lift an exact share of cap - epsilon to cap + 1 only through float error; move any such unit on.
+    while counts.max(initial=0) > cap:
+        i = int(np.argmax(counts))
+        counts[i] -= 1
+        counts[int(np.flatnonzero(counts < cap)[np.argmax(shares[counts < cap])])] += 1
+    return counts
+
+
 def allocate(
     strategy: str,
     margins: np.ndarray,
@@ -64,6 +115,7 @@ def allocate(
     mode: str = "signed",
     seed: int = 0,
     standardize: bool = False,
+    max_per_pair: int | None = None,
 ) -> np.ndarray:
     r"""
     Variants per labelled pair for one round; the counts sum to `budget` for every strategy (matched budgets).
@@ -76,6 +128,9 @@ def allocate(
     `standardize=True` standardises the margins first (as `margin_standardize` does for sampling): with a reward
     scale much smaller than $1/\tau$, as early in training, softmax(-tau * D) is nearly flat and `mars` allocates
     almost exactly like `uniform`.
+
+    `max_per_pair` caps any one pair's count (the surplus goes to the other pairs by their shares): in human-labelled
+    data the most mis-ranked pairs are often mislabelled ones, and signed `mars` gives them the most variants.
 
     Example:
 
@@ -92,10 +147,10 @@ def allocate(
     if strategy == "none":
         return np.zeros(margins.size, dtype=np.int64)
     if strategy in ("uniform", "west_of_n"):
-        return largest_remainder(np.ones(margins.size), budget, seed)
+        return capped_largest_remainder(np.ones(margins.size), budget, max_per_pair, seed)
     if strategy == "mars":
         shares = sampling_weights(margins, tau=tau, mode=mode, floor=0.0, standardize=standardize)
-        return largest_remainder(shares, budget, seed)
+        return capped_largest_remainder(shares, budget, max_per_pair, seed)
     raise ValueError(f"Unknown augmentation strategy {strategy!r}: use one of {AUGMENT_STRATEGIES}.")
 
 

@@ -54,13 +54,14 @@ def allocate_with_distances(
     beta: float = 1.0,
     seed: int = 0,
     standardize: bool = False,
+    max_per_pair: int | None = None,
 ) -> np.ndarray:
     r"""
     The MARS allocation with semantic distance as a second factor (off by default; not in the paper):
     $q_i \propto \mathrm{softmax}(-\tau D_i)\, w(d_i)$ with $w$ from [`distance_weights`], made into integer counts
     that sum to `budget` exactly. With `beta=0` it is exactly `allocate("mars", ...)`. The trainer uses it when
     `semantic_distance_weighting=True`, with each labelled pair's distance as measured before rewriting (the same
-    on every process).
+    on every process). `max_per_pair` caps any one pair's count, as in `allocate`.
 
     Example:
 
@@ -72,7 +73,7 @@ def allocate_with_distances(
     [9, 7, 3, 1]
     ```
     """
-    from ..sampling.allocation import largest_remainder
+    from ..sampling.allocation import capped_largest_remainder
     from ..sampling.margins import sampling_weights
 
     if distances is None:
@@ -86,4 +87,4 @@ def allocate_with_distances(
         raise ValueError(f"{d.size} distances for {margins.size} margins: one per labelled pair is needed")
     margin_shares = sampling_weights(margins, tau=tau, mode=mode, floor=0.0, standardize=standardize)
     shares = margin_shares * distance_weights(d, beta=beta)
-    return largest_remainder(shares, budget, seed)
+    return capped_largest_remainder(shares, budget, max_per_pair, seed)
