@@ -298,7 +298,13 @@ def run_cell(
         "scoring_seconds": sum(e.get("mars/scoring_seconds", 0.0) for e in mars_logs),
         "generation_seconds": sum(r.get("generation_seconds", 0.0) for r in reports),
         "rounds": [
-            {k: r[k] for k in ("round", "budget", "added", "dropped_max_length", "variants_invalid", "budget_unfilled")}
+            {
+                k: r[k]
+                for k in (
+                    "round", "budget", "added", "dropped_max_length", "variants_invalid", "budget_unfilled",
+                    "most_to_one_pair",
+                )
+            }
             for r in reports
         ],
         "refreshes": [
@@ -326,23 +332,45 @@ def _ms(values, digits=3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
-def paired_vs_plain(cells: list[dict], plain: list[dict], test: str) -> dict | None:
-    """Mean accuracy difference to `plain` over the seeds both ran (same data, same test pairs), with its SE."""
+def paired_by_seed(cells: list[dict], base: list[dict], value) -> dict | None:
+    """Mean of `value(cell) - value(base cell)` over the seeds both ran (same data, same test pairs), with its SE."""
     from mars_trl.evaluation.metrics import paired_difference
 
-    by_seed = {c["seed"]: c["results"][test]["accuracy"] for c in plain if test in c["results"]}
-    pairs = [(by_seed[c["seed"]], c["results"][test]["accuracy"]) for c in cells if c["seed"] in by_seed]
-    if not pairs or cells is plain:
+    by_seed = {c["seed"]: value(c) for c in base if value(c) is not None}
+    pairs = [(by_seed[c["seed"]], value(c)) for c in cells if c["seed"] in by_seed and value(c) is not None]
+    if not pairs or cells is base:
         return None
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs])
 
 
-def mars_against(main: dict[str, list[dict]], test: str) -> dict[str, dict]:
-    """MARS's paired difference to every other arm (`main`: cells by strategy spec), as the goal compares it."""
+def test_accuracy(test: str):
+    """A cell's accuracy on one test set (None where the cell has none)."""
+    return lambda c: c["results"][test]["accuracy"] if test in c["results"] else None
+
+
+def cross_accuracy(tests: list[str]):
+    """A cell's mean accuracy over the `tests` it has (the other test sets; None where it has none)."""
+
+    def value(c):
+        accs = [c["results"][t]["accuracy"] for t in tests if t in c["results"]]
+        return sum(accs) / len(accs) if accs else None
+
+    return value
+
+
+def paired_vs_plain(cells: list[dict], plain: list[dict], test: str) -> dict | None:
+    """Mean accuracy difference to `plain` on `test` over the seeds both ran, with its SE."""
+    return paired_by_seed(cells, plain, test_accuracy(test))
+
+
+def mars_against(main: dict[str, list[dict]], test: str, value=None) -> dict[str, dict]:
+    """MARS's paired difference to every other arm (`main`: cells by strategy spec), as the goal compares it; on
+    `test`'s accuracy, or on `value(cell)` when given (e.g. the cross-dataset mean)."""
     mars = main.get("mars", [])
+    value = value or test_accuracy(test)
     out = {}
     for spec, cells in main.items():
-        paired = paired_vs_plain(mars, cells, test) if mars and spec != "mars" else None
+        paired = paired_by_seed(mars, cells, value) if mars and spec != "mars" else None
         if paired is not None:
             out[spec] = paired
     return out
@@ -367,9 +395,7 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
     def metric(cs, key, test=in_domain):
         return [c["results"][test][key] for c in cs if test in c["results"]]
 
-    def cross_mean(c):
-        accs = [c["results"][t]["accuracy"] for t in cross if t in c["results"]]
-        return sum(accs) / len(accs) if accs else None
+    cross_mean = cross_accuracy(cross)
 
     rows, summary = [], {}
     plain_acc = _mean_std(metric(plain, "accuracy"))[0] if plain else float("nan")
@@ -430,13 +456,20 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
     ]
 
     against = mars_against(main, in_domain)
+    against_cross = mars_against(main, in_domain, value=cross_mean) if cross else {}
     summary["mars_vs"] = against
+    summary["mars_vs_cross"] = against_cross
     if against:
         parts.append(
-            f"## MARS against each arm: paired Δ (MARS - arm) by seed, in-domain {args.split} split\n\n"
+            f"## MARS against each arm: paired Δ (MARS - arm) by seed, in-domain {args.split} split"
+            + (" and the other test sets' mean accuracy" if cross else "")
+            + "\n\n"
             + common.markdown_table(
-                ["arm", "seeds", "paired Δ (SE) [95%]"],
-                [[spec, str(p["seeds"]), _paired_text(p)] for spec, p in against.items()],
+                ["arm", "seeds", "paired Δ (SE) [95%]"] + (["cross-dataset paired Δ (SE) [95%]"] if cross else []),
+                [
+                    [spec, str(p["seeds"]), _paired_text(p)] + ([_paired_text(against_cross.get(spec))] if cross else [])
+                    for spec, p in against.items()
+                ],
             )
         )
 

@@ -97,6 +97,15 @@ def test_accuracy_pairs_differences_by_seed():
     assert against["plain"]["mean"] == pytest.approx(paired["mean"])
     assert against["uniform"]["mean"] == pytest.approx((0.01 + 0.02 + 0.04) / 3)
     assert accuracy.mars_against({"plain": plain}, "test") == {}
+    # The same pairing on the mean over the other test sets, each cell's own.
+    def two_sets(seed, a, b):
+        return {"seed": seed, "results": {"test": {"accuracy": 0.5}, "x": {"accuracy": a}, "y": {"accuracy": b}}}
+
+    cross = accuracy.cross_accuracy(["x", "y", "missing"])
+    base = [two_sets(0, 0.50, 0.60), two_sets(1, 0.40, 0.60)]
+    mars = [two_sets(1, 0.60, 0.60), two_sets(0, 0.60, 0.60)]
+    against = accuracy.mars_against({"plain": base, "mars": mars}, "test", value=cross)
+    assert against["plain"]["seeds"] == 2 and against["plain"]["mean"] == pytest.approx((0.05 + 0.10) / 2)
 
 
 @pytest.mark.slow
