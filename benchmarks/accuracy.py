@@ -336,8 +336,8 @@ def paired_by_seed(cells: list[dict], base: list[dict], value) -> dict | None:
     """Mean of `value(cell) - value(base cell)` over the seeds both ran (same data, same test pairs), with its SE."""
     from mars_trl.evaluation.metrics import paired_difference
 
-    by_seed = {c["seed"]: value(c) for c in base if value(c) is not None}
-    pairs = [(by_seed[c["seed"]], value(c)) for c in cells if c["seed"] in by_seed and value(c) is not None]
+    by_seed = {c["seed"]: v for c in base if (v := value(c)) is not None}
+    pairs = [(by_seed[c["seed"]], v) for c in cells if c["seed"] in by_seed and (v := value(c)) is not None]
     if not pairs or cells is base:
         return None
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs])

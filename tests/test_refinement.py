@@ -138,10 +138,10 @@ def test_a_per_pair_cap_spreads_what_the_hardest_pairs_cannot_take(tmp_path, sta
 
 
 def test_a_per_pair_cap_too_small_for_the_budget_is_refused_before_training(tmp_path, standard_rows, decoder_tokenizer):
-    trainer = build(tmp_path, decoder_tokenizer, to_format(standard_rows, False, True), augment_max_per_pair=2)
+    # 200 over 2 rounds: 100 in a round, more than 48 pairs x 2.
+    rows = to_format(standard_rows, False, True)
+    trainer = build(tmp_path, decoder_tokenizer, rows, augment_max_per_pair=2, augment_budget=200)
     with pytest.raises(ValueError, match=r"augment_max_per_pair=2.*48 labelled pairs \(96\).*at least 3"):
-        # 200 over 2 rounds: 100 in a round, more than 48 pairs x 2.
-        trainer.args.augment_budget = 200
         trainer.train()
     assert trainer.state.global_step == 0
 
