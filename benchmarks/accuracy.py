@@ -102,8 +102,8 @@ def parse_args(argv=None):
         "--split",
         choices=["test", "validation"],
         default="test",
-        help="in-domain pairs to score: the held-out test, or a validation split carved from the rest of the "
-        "training source (choose settings on it; report the test once)",
+        help="pairs to score: the held-out test, or a validation split carved from the rest of the training source "
+        "and, on the other sets, the next --cross_pairs after the test's (choose settings on it; report the test once)",
     )
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -207,13 +207,23 @@ def build_data(args, tokenizer) -> dict:
             continue
         cross = common.load_pairs(args.data_dir, name, prompt_turns=1, keep_subset=True)
         rows = common.fitting_rows(cross, tokenizer, args.eval_max_length)
-        if rows.size < MIN_CROSS_PAIRS:
-            notes[name] = f"only {rows.size} pairs fit in {args.eval_max_length} tokens: skipped"
+        pick = cross_rows(rows, args)
+        if pick.size < MIN_CROSS_PAIRS:
+            after = " after the test split's" if args.split == "validation" else ""
+            notes[name] = f"only {pick.size} pairs fit in {args.eval_max_length} tokens{after}: skipped"
             continue
-        pick = np.sort(np.random.default_rng(args.data_seed).permutation(rows)[: args.cross_pairs])
         tests[name] = cross.select(pick.tolist())
         notes[name] = f"{pick.size} of {rows.size} fitting pairs ({len(cross)} in all)"
     return {"train": train, "tests": tests, "notes": notes, "train_fit": int(fit.size), "train_total": len(data)}
+
+
+def cross_rows(rows, args):
+    """The rows of a cross-dataset set that `args.split` scores: the test split takes the first `cross_pairs` of a
+    fixed permutation, validation the next `cross_pairs`, so settings chosen on validation never see a test pair."""
+    import numpy as np
+
+    start = args.cross_pairs if args.split == "validation" else 0
+    return np.sort(np.random.default_rng(args.data_seed).permutation(rows)[start : start + args.cross_pairs])
 
 
 # -- one cell -------------------------------------------------------------------------------------------------------
@@ -223,6 +233,8 @@ def settings_hash(args) -> str:
         "budget_ratio data_seed model split"
     ).split()
     blob = json.dumps({k: getattr(args, k) for k in keys}, sort_keys=True) + f"|{args.train_sizes[-1]}"
+    if args.split == "validation":
+        blob += "|disjoint-cross"  # before 2026-12-06 validation scored the test split's cross pairs: cells differ
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

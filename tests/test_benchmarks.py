@@ -131,3 +131,26 @@ def test_speed_runs_on_a_few_real_pairs(tmp_path):
     assert configs["full"]["scoring_seconds"] > 0 and configs["online"]["scoring_seconds"] == 0
     assert set(summary["data_path"]) == {"trl", "mars"}
     assert summary["scoring"]["bf16_margins_after_training"]["margin_std_fp32"] > 0
+
+
+def test_accuracy_validation_never_scores_a_test_cross_pair():
+    """Settings are chosen on validation: its cross-dataset pairs must be disjoint from the test split's, and the
+    test split's selection (scored once, on record) must not move."""
+    import numpy as np
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.pop(0)
+    rows = np.arange(7, 257)  # fitting row ids of a cross set
+    base = ["--train_sizes", "100", "--cross_pairs", "100"]
+    test = accuracy.cross_rows(rows, accuracy.parse_args(base + ["--split", "test"]))
+    validation = accuracy.cross_rows(rows, accuracy.parse_args(base + ["--split", "validation"]))
+    assert test.size == validation.size == 100 and not set(test) & set(validation)
+    assert set(test) | set(validation) <= set(rows)
+    assert list(test) == sorted(np.random.default_rng(0).permutation(rows)[:100])
+    short = accuracy.cross_rows(rows[:150], accuracy.parse_args(base + ["--split", "validation"]))
+    assert short.size == 50 and not set(short) & set(accuracy.cross_rows(rows[:150], accuracy.parse_args(base)))
+    digests = {accuracy.settings_hash(accuracy.parse_args(base + ["--split", s])) for s in ("test", "validation")}
+    assert len(digests) == 2
