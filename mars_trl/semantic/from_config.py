@@ -23,6 +23,7 @@ def sharpener_from_config(mars, accelerator: Any = None, seed: int = 0, show_pro
     if mars.semantic_rewriter == "transformers":
         rewriter = TransformersRewriter(
             mars.semantic_rewriter_model,
+            gguf_file=mars.semantic_rewriter_gguf_file,
             max_new_tokens=mars.semantic_max_new_tokens,
             batch_size=mars.semantic_batch_size,
             device=device,

