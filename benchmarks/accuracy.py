@@ -49,6 +49,7 @@ CROSS_SETS = ("autoj_pairwise_test", "rm_bench", "rmb_pairwise", "ultrafeedback_
 STRATEGIES = ("plain", "plain_matched", "none", "uniform", "west_of_n", "mars", "mars_semantic")
 AUGMENTING = ("uniform", "west_of_n", "mars", "mars_semantic")
 MIN_CROSS_PAIRS = 30
+MIN_SUBSET_PAIRS = 20  # per-subset accuracy is printed for subsets at least this large
 
 # Sized for about 2 hours on 2 CPU cores: 1,655 of the 2,303 HH pairs fit in 96 tokens (1,000 to train, 600 to test);
 # at 128 tokens the same plan was estimated (from the cost per token) at ~1.4x that.
@@ -403,6 +404,26 @@ def cross_accuracy(tests: list[str]):
     return value
 
 
+def subset_table(main: dict[str, list[dict]], tests: list[str]) -> list[list[str]]:
+    """Rows of mean ± std accuracy per (test set, subset of >= MIN_SUBSET_PAIRS pairs), one column per arm."""
+    rows = []
+    for test in tests:
+        sizes = {}
+        for cs in main.values():
+            for c in cs:
+                for subset, r in c["results"].get(test, {}).get("subsets", {}).items():
+                    sizes[subset] = r["n"]
+        for subset, n in sorted(sizes.items()):
+            if n < MIN_SUBSET_PAIRS:
+                continue
+            cols = [
+                _ms([c["results"][test]["subsets"][subset]["accuracy"] for c in cs if test in c["results"]])
+                for cs in main.values()
+            ]
+            rows.append([f"{test} / {subset} (n={n})", *cols])
+    return rows
+
+
 def paired_vs_plain(cells: list[dict], plain: list[dict], test: str) -> dict | None:
     """Mean accuracy difference to `plain` on `test` over the seeds both ran, with its SE."""
     return paired_by_seed(cells, plain, test_accuracy(test))
@@ -526,6 +547,14 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
         )
     set_headers = ["strategy", *[f"{t} (n={len(data['tests'][t])})" for t in data["tests"]]]
     parts.append("## Accuracy per test set\n\n" + common.markdown_table(set_headers, set_rows))
+    subset_rows = subset_table(main, cross)
+    if subset_rows:
+        parts.append(
+            f"## Accuracy per subset of the other test sets (subsets of >= {MIN_SUBSET_PAIRS} pairs)\n\n"
+            "A mean over a whole set can move because an arm learns less of the training set's preference where it "
+            "runs against the other set's, not because it ranks better: the subsets show where.\n\n"
+            + common.markdown_table(["test set / subset", *main], subset_rows)
+        )
 
     curve = sorted({c["strategy"] for c in cells if c["size"] != largest} | set(args.curve_strategies))
     curve = [s for s in curve if any(c["strategy"] == s for c in cells)]

@@ -154,3 +154,21 @@ def test_accuracy_validation_never_scores_a_test_cross_pair():
     assert short.size == 50 and not set(short) & set(accuracy.cross_rows(rows[:150], accuracy.parse_args(base)))
     digests = {accuracy.settings_hash(accuracy.parse_args(base + ["--split", s])) for s in ("test", "validation")}
     assert len(digests) == 2
+
+
+def test_accuracy_prints_large_subsets_of_the_other_sets_per_arm():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.pop(0)
+
+    def cell(refuse, respond):
+        subsets = {"safety-refuse": {"n": 64, "accuracy": refuse}, "safety-response": {"n": 30, "accuracy": respond}}
+        subsets["chat"] = {"n": accuracy.MIN_SUBSET_PAIRS - 1, "accuracy": 1.0}  # too small to print
+        return {"results": {"rm_bench": {"subsets": subsets}}}
+
+    main = {"plain": [cell(0.95, 0.1), cell(0.97, 0.2)], "mars": [cell(0.85, 0.4), cell(0.87, 0.3)]}
+    rows = accuracy.subset_table(main, ["rm_bench"])
+    assert [r[0] for r in rows] == ["rm_bench / safety-refuse (n=64)", "rm_bench / safety-response (n=30)"]
+    assert rows[0][1].startswith("0.960") and rows[1][2].startswith("0.350")
