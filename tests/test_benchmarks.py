@@ -152,8 +152,6 @@ def test_accuracy_validation_never_scores_a_test_cross_pair():
     assert list(test) == sorted(np.random.default_rng(0).permutation(rows)[:100])
     short = accuracy.cross_rows(rows[:150], accuracy.parse_args(base + ["--split", "validation"]))
     assert short.size == 50 and not set(short) & set(accuracy.cross_rows(rows[:150], accuracy.parse_args(base)))
-    digests = {accuracy.settings_hash(accuracy.parse_args(base + ["--split", s])) for s in ("test", "validation")}
-    assert len(digests) == 2
 
 
 def test_accuracy_prints_large_subsets_of_the_other_sets_per_arm():
