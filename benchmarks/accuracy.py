@@ -223,12 +223,13 @@ def build_data(args, tokenizer) -> dict:
         rows = common.fitting_rows(cross, tokenizer, args.eval_max_length)
         pick = cross_rows(rows, args)
         if pick.size < MIN_CROSS_PAIRS:
-            notes[name] = f"only {rows.size} pairs fit in {args.eval_max_length} tokens: skipped"
             if args.split == "validation":
                 notes[name] = (
                     f"only {pick.size} of its {rows.size} pairs that fit in {args.eval_max_length} tokens are left "
                     f"after the test split's {args.cross_pairs}: skipped"
                 )
+            else:
+                notes[name] = f"only {rows.size} pairs fit in {args.eval_max_length} tokens: skipped"
             continue
         tests[name] = cross.select(pick.tolist())
         notes[name] = f"{pick.size} of {rows.size} fitting pairs ({len(cross)} in all)"

@@ -26,6 +26,16 @@ def _run(script: str, *args: str) -> str:
     return done.stdout
 
 
+def _accuracy():
+    """benchmarks/accuracy.py as a module (a script beside `common`, not part of the package)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.pop(0)
+    return accuracy
+
+
 def _results(output_dir, name: str) -> dict:
     assert os.path.isfile(os.path.join(output_dir, f"{name}.md"))
     with open(os.path.join(output_dir, f"{name}.json"), encoding="utf-8") as handle:
@@ -53,11 +63,7 @@ def test_bookkeeping_runs_at_toy_sizes(tmp_path):
 
 def test_accuracy_strategy_overrides_reach_the_config():
     """A spec's fields win over the strategy's: `augment_budget_ratio` must not be masked by the matched budget."""
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import accuracy
-    finally:
-        sys.path.pop(0)
+    accuracy = _accuracy()
     args = accuracy.parse_args(["--quick"])
     assert accuracy.mars_settings("plain", args, 100) == {"use_mars": False}
     assert accuracy.mars_settings("mars", args, 100)["augment_budget"] == 500  # the run's budget: 5x by default
@@ -75,11 +81,7 @@ def test_accuracy_strategy_overrides_reach_the_config():
 
 
 def test_accuracy_pairs_differences_by_seed():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import accuracy
-    finally:
-        sys.path.pop(0)
+    accuracy = _accuracy()
 
     def cell(seed, acc):
         return {"seed": seed, "results": {"test": {"accuracy": acc}}}
@@ -138,11 +140,7 @@ def test_accuracy_validation_never_scores_a_test_cross_pair():
     test split's selection (scored once, on record) must not move."""
     import numpy as np
 
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import accuracy
-    finally:
-        sys.path.pop(0)
+    accuracy = _accuracy()
     rows = np.arange(7, 257)  # fitting row ids of a cross set
     base = ["--train_sizes", "100", "--cross_pairs", "100"]
     test = accuracy.cross_rows(rows, accuracy.parse_args(base + ["--split", "test"]))
@@ -155,11 +153,7 @@ def test_accuracy_validation_never_scores_a_test_cross_pair():
 
 
 def test_accuracy_prints_large_subsets_of_the_other_sets_per_arm():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import accuracy
-    finally:
-        sys.path.pop(0)
+    accuracy = _accuracy()
 
     def cell(refuse, respond):
         subsets = {"safety-refuse": {"n": 64, "accuracy": refuse}, "safety-response": {"n": 30, "accuracy": respond}}
