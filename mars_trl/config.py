@@ -156,8 +156,9 @@ class MarsArguments:
             MARS v2 semantic layer: before a labelled pair's variants are generated, measure the distance d = 1 -
             cos(e(chosen), e(rejected)) of its responses with a sentence embedder, and send pairs below
             `semantic_threshold` to a rewriter that sharpens the contrast (the rejected response first, else the chosen
-            one); a rewrite is kept only if d grows. Once per pair, cached and checkpointed; the rewritten pair is what
-            the augmenter paraphrases. Needs an augmenter and `pip install "mars-trl[semantic]"`.
+            one); a rewrite is kept only if d grows and it does not echo the request's labels. Once per pair, cached
+            and checkpointed; the rewritten pair is what the augmenter paraphrases. Needs an augmenter and `pip install
+            "mars-trl[semantic]"`.
         semantic_embedder (`str`, *optional*, defaults to `'sentence-transformers/all-mpnet-base-v2'`):
             sentence-transformers model id or path for the distances (default: the authors' all-mpnet-base-v2).
             Offline: `mars_trl.semantic.embedder.offline_minilm_path()`, the all-MiniLM-L6-v2 shipped by the `gt-all-
@@ -453,8 +454,9 @@ class MarsArguments:
             "help": "MARS v2 semantic layer: before a labelled pair's variants are generated, measure the distance "
             "d = 1 - cos(e(chosen), e(rejected)) of its responses with a sentence embedder, and send pairs below "
             "`semantic_threshold` to a rewriter that sharpens the contrast (the rejected response first, else the "
-            "chosen one); a rewrite is kept only if d grows. Once per pair, cached and checkpointed; the rewritten pair "
-            'is what the augmenter paraphrases. Needs an augmenter and `pip install "mars-trl[semantic]"`.'
+            "chosen one); a rewrite is kept only if d grows and it does not echo the request's labels. Once per pair, "
+            "cached and checkpointed; the rewritten pair is what the augmenter paraphrases. Needs an augmenter and "
+            '`pip install "mars-trl[semantic]"`.'
         },
     )
     semantic_embedder: str = field(

@@ -26,14 +26,15 @@ def _run(script: str, *args: str) -> str:
     return done.stdout
 
 
-def _accuracy():
-    """benchmarks/accuracy.py as a module (a script beside `common`, not part of the package)."""
+def _script(name: str):
+    """A benchmark script as a module (a script beside `common`, not part of the package)."""
+    import importlib
+
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:
-        import accuracy
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return accuracy
 
 
 def _results(output_dir, name: str) -> dict:
@@ -63,7 +64,7 @@ def test_bookkeeping_runs_at_toy_sizes(tmp_path):
 
 def test_accuracy_strategy_overrides_reach_the_config():
     """A spec's fields win over the strategy's: `augment_budget_ratio` must not be masked by the matched budget."""
-    accuracy = _accuracy()
+    accuracy = _script("accuracy")
     args = accuracy.parse_args(["--quick"])
     assert accuracy.mars_settings("plain", args, 100) == {"use_mars": False}
     assert accuracy.mars_settings("mars", args, 100)["augment_budget"] == 500  # the run's budget: 5x by default
@@ -81,7 +82,7 @@ def test_accuracy_strategy_overrides_reach_the_config():
 
 
 def test_accuracy_pairs_differences_by_seed():
-    accuracy = _accuracy()
+    accuracy = _script("accuracy")
 
     def cell(seed, acc):
         return {"seed": seed, "results": {"test": {"accuracy": acc}}}
@@ -140,7 +141,7 @@ def test_accuracy_validation_never_scores_a_test_cross_pair():
     test split's selection (scored once, on record) must not move."""
     import numpy as np
 
-    accuracy = _accuracy()
+    accuracy = _script("accuracy")
     rows = np.arange(7, 257)  # fitting row ids of a cross set
     base = ["--train_sizes", "100", "--cross_pairs", "100"]
     test = accuracy.cross_rows(rows, accuracy.parse_args(base + ["--split", "test"]))
@@ -153,7 +154,7 @@ def test_accuracy_validation_never_scores_a_test_cross_pair():
 
 
 def test_accuracy_prints_large_subsets_of_the_other_sets_per_arm():
-    accuracy = _accuracy()
+    accuracy = _script("accuracy")
 
     def cell(refuse, respond):
         subsets = {"safety-refuse": {"n": 64, "accuracy": refuse}, "safety-response": {"n": 30, "accuracy": respond}}
@@ -164,3 +165,26 @@ def test_accuracy_prints_large_subsets_of_the_other_sets_per_arm():
     rows = accuracy.subset_table(main, ["rm_bench"])
     assert [r[0] for r in rows] == ["rm_bench / safety-refuse (n=64)", "rm_bench / safety-response (n=30)"]
     assert rows[0][1].startswith("0.960") and rows[1][2].startswith("0.350")
+
+
+def test_semantic_rewriter_relevance_floor_counts_rewrites_and_genuine_answers():
+    """The relevance-floor table of benchmarks/semantic_rewriter.py, on vectors whose cosines are known."""
+    import math
+
+    angle = {"p": 0, "kept": 30, "junk": 90, "orig": 20, "c": 10, "r": 40}
+
+    class Embedder:
+        def distances(self, texts, others):
+            return [1 - math.cos(math.radians(angle[a] - angle[b])) for a, b in zip(texts, others)]
+
+    text = {"prompt": lambda pair: pair["prompt"], "response": lambda pair, side: pair[side]}
+    pairs = [{"prompt": "p"}, {"prompt": "p"}]
+    changed = [(0, "rejected", "orig", "kept"), (1, "rejected", "orig", "junk")]
+    genuine = [{"prompt": "p", "chosen": "c", "rejected": "r"}]
+    rows, summary = _script("semantic_rewriter").relevance_floor(
+        Embedder(), pairs, changed, genuine, text["prompt"], text["response"], cuts=(0.05, 0.5)
+    )
+    # Lost relevance: kept cos20 - cos30 = 0.07, junk cos20 - 0 = 0.94; genuine gap cos10 - cos40 = 0.22, one way only.
+    assert rows == [["0.05", "2 of 2", "0.500"], ["0.5", "1 of 2", "0.000"]]
+    assert summary["0.05"] == {"kept_rewrites_discarded": 1.0, "genuine_answers_discarded": 0.5}
+    assert summary["0.5"] == {"kept_rewrites_discarded": 0.5, "genuine_answers_discarded": 0.0}

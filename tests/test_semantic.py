@@ -28,7 +28,7 @@ from mars_trl.config import MarsArguments
 from mars_trl.names import DEFAULT_EMBEDDER
 from mars_trl.sampling.allocation import allocate
 from mars_trl.semantic.embedder import Embedder, offline_minilm_path
-from mars_trl.semantic.prompts import RewriteRequest, rewrite_messages
+from mars_trl.semantic.prompts import RewriteRequest, echoes_request, rewrite_messages
 from mars_trl.semantic.rewriters import OpenAIRewriter, TransformersRewriter
 from mars_trl.semantic.sharpener import SemanticSharpener, semantic_report
 from mars_trl.semantic.text import replace_response, response_text
@@ -296,6 +296,25 @@ def test_sharpener_accepts_only_rewrites_that_move_the_pair_apart():
     report = semantic_report({f"semantic_{k}": v for k, v in counts.items()})
     assert report["semantic_distance_mean_after"] == pytest.approx(after / 4, abs=1e-6)
     assert isinstance(report["semantic_refined"], int) and isinstance(report["semantic_seconds"], float)
+
+
+def test_a_rewrite_that_echoes_the_request_is_discarded_however_far_it_moves_the_pair():
+    # What SmolLM2-135M wrote for HH pairs: the request's labels instead of a response, far from the chosen one.
+    echo = "The Wider response will be clearer than the Better response."
+    quoted = "Which is the better response? Neither, really."  # the label in the original: a response, not an echo
+    angles = {"A+": 0, "A-": 10, echo: 90, "A- farther": 60, "Q+": 100, "Which is the better response?": 105, quoted: 160}
+    script = Script({("rejected", "A-"): [echo, "A- farther"], ("rejected", "Which is the better response?"): [quoted]})
+    sharpener = SemanticSharpener(angle_embedder(angles), script, threshold=1.0, show_progress=False)
+    pairs = [pair("A"), {"prompt": "q", "chosen": "Q+", "rejected": "Which is the better response?"}]
+    out, counts = sharpener.sharpen(pairs)
+    assert out[0]["rejected"] == "A- farther" and out[1]["rejected"] == quoted
+    assert counts["refined"] == 2 and counts["rewrites_echoing"] == 1 and counts["rewrites_discarded"] == 1
+    assert echoes_request(echo, "A-") and not echoes_request(quoted, "Which is the better response?")
+    # Every label the request's body shows is one the check knows.
+    body = rewrite_messages(RewriteRequest("rejected", "A-", "A+", "q"))[0]["content"].split("\n\n", 2)[2]
+    for line in body.splitlines():
+        if line.endswith(":"):
+            assert echoes_request(line, "A-"), line
 
 
 def test_threshold_is_the_mean_over_the_whole_labelled_set_not_the_batch():

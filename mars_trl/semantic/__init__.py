@@ -53,7 +53,7 @@ from __future__ import annotations
 from ..names import DEFAULT_EMBEDDER
 from .embedder import INSTALL_HINT, OFFLINE_MINILM_PACKAGE, Embedder, offline_minilm_path
 from .from_config import attach_sharpener, sharpener_from_config
-from .prompts import CHOSEN_INSTRUCTION, REJECTED_INSTRUCTION, RewriteRequest, rewrite_messages
+from .prompts import CHOSEN_INSTRUCTION, REJECTED_INSTRUCTION, RewriteRequest, echoes_request, rewrite_messages
 from .rewriters import CallableRewriter, OpenAIRewriter, Rewriter, TransformersRewriter, as_rewriter
 from .sharpener import CHOSEN_TEMPERATURE, REJECTED_TEMPERATURE, SemanticSharpener, describe, semantic_report
 from .text import last_response_text, prompt_text, replace_response, response_text, text_digest
@@ -79,6 +79,7 @@ __all__ = [
     "attach_sharpener",
     "describe",
     "distance_weights",
+    "echoes_request",
     "last_response_text",
     "offline_minilm_path",
     "prompt_text",

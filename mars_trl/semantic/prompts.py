@@ -22,6 +22,13 @@ CHOSEN_INSTRUCTION = (
 )
 
 
+#: The section labels of a rewrite request's body. A rewrite that repeats one its original did not contain is the
+#: model echoing the request (a weak rewriter's usual failure), not a response; the sharpener discards it.
+BETTER_LABEL = "Better response"
+WORSE_LABEL = "Worse response"
+REWRITE_MARK = "rewrite this one"
+
+
 @dataclass(frozen=True)
 class RewriteRequest:
     """One rewrite: `response` is the `side` ("rejected" or "chosen") to rewrite, `other` the pair's other response."""
@@ -58,11 +65,27 @@ def rewrite_messages(request: RewriteRequest) -> list[dict]:
     """
     if request.side == "rejected":
         instruction = REJECTED_INSTRUCTION
-        body = f"Better response:\n{request.other}\n\nWorse response (rewrite this one):\n{request.response}"
+        body = f"{BETTER_LABEL}:\n{request.other}\n\n{WORSE_LABEL} ({REWRITE_MARK}):\n{request.response}"
     elif request.side == "chosen":
         instruction = CHOSEN_INSTRUCTION
-        body = f"Better response (rewrite this one):\n{request.response}\n\nWorse response:\n{request.other}"
+        body = f"{BETTER_LABEL} ({REWRITE_MARK}):\n{request.response}\n\n{WORSE_LABEL}:\n{request.other}"
     else:
         raise ValueError(f"side must be 'rejected' or 'chosen', got {request.side!r}")
     prompt = f"Prompt:\n{request.prompt}\n\n" if request.prompt.strip() else ""
     return [{"role": "user", "content": f"{instruction}\n\n{prompt}{body}"}]
+
+
+def echoes_request(rewrite: str, original: str) -> bool:
+    """
+    Whether `rewrite` repeats a label of the request's body ("better response", "worse response", "rewrite this")
+    that `original` does not contain, case-insensitively: the rewriter echoed its instructions instead of answering.
+
+    >>> from mars_trl.semantic.prompts import echoes_request
+    >>> echoes_request("The Wider response will be clearer than the Better response.", "I am fine.")
+    True
+    >>> echoes_request("Which is the better response? Neither.", "Which is the better response?")
+    False
+    """
+    rewrite, original = rewrite.lower(), original.lower()
+    labels = (BETTER_LABEL.lower(), WORSE_LABEL.lower(), REWRITE_MARK.rsplit(" ", 1)[0])
+    return any(label in rewrite and label not in original for label in labels)

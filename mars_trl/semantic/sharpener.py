@@ -14,7 +14,7 @@ import numpy as np
 from ..data.fields import pair_core
 from ..names import DEFAULT_EMBEDDER
 from .embedder import Embedder
-from .prompts import RewriteRequest
+from .prompts import RewriteRequest, echoes_request
 from .rewriters import as_rewriter
 from .text import last_response_text, prompt_text, replace_response, response_text, text_digest
 
@@ -59,8 +59,11 @@ class SemanticSharpener:
     `fit(pairs)` measures every labelled pair once and fixes the threshold (the mean distance, as the authors, unless
     `threshold` is given). `sharpen(pairs)` then, for each pair below the threshold, asks the rewriter to rewrite the
     rejected response (up to `max_attempts` tries at `rejected_temperature`), and for pairs where no try helped, the
-    chosen response (`chosen_temperature`). A rewrite is kept only if it is non-empty, differs from the original, and
-    increases the distance by more than `min_gain`; otherwise the pair keeps its original text. It is the object the
+    chosen response (`chosen_temperature`). A rewrite is kept only if it is non-empty, differs from the original, does
+    not echo the request's own labels ("better response", "worse response", "rewrite this"; [`echoes_request`]) and
+    increases the distance by more than `min_gain`; otherwise the pair keeps its original text. The echo check is
+    ours, not the authors': a weak rewriter that repeats its instructions moves a pair apart too, and the distance
+    rule alone would keep it. It is the object the
     trainer plugs in as `Refiner.sharpener` (built from the `semantic_*` settings of [`MarsArguments`], or passed as
     `MarsRewardTrainer(sharpener=...)`); the augmentation rounds' `Refiner` calls `sharpen` once per labelled pair and checkpoints the result.
 
@@ -79,8 +82,9 @@ class SemanticSharpener:
     `sharpen` returns the pairs (only their "prompt", "chosen", "rejected" keys) and counts: `pairs`,
     `below_threshold`, `refined` (a rewrite kept; `refined_rejected` + `refined_chosen`), `kept` (not sent to the
     rewriter: at or above the threshold, or no rewriter), `failed` (sent, but no rewrite was kept), `skipped` (a
-    response without text), `rewrite_attempts`, `rewrites_discarded` (empty, unchanged, or not farther),
-    `rewriter_errors` (requests that failed or timed out), `seconds`, and `distance_sum_before`/`distance_sum_after`
+    response without text), `rewrite_attempts`, `rewrites_discarded` (empty, unchanged, echoing or not farther),
+    `rewrites_echoing` (of those discarded, the ones that echoed the request), `rewriter_errors` (requests that failed
+    or timed out), `seconds`, and `distance_sum_before`/`distance_sum_after`
     (sums, so counts from several processes add up; [`semantic_report`] turns them into means). `refined + kept +
     failed + skipped == pairs`.
     """
@@ -216,6 +220,7 @@ class SemanticSharpener:
                 "skipped",
                 "rewrite_attempts",
                 "rewrites_discarded",
+                "rewrites_echoing",
                 "rewriter_errors",
             ),
             0,
@@ -256,8 +261,13 @@ class SemanticSharpener:
                 for i, output in zip(active, outputs):
                     if output is None:
                         continue
-                    if not output.strip() or output.strip() == last_response_text(pairs[i], side).strip():
+                    original = last_response_text(pairs[i], side)
+                    if not output.strip() or output.strip() == original.strip():
                         counts["rewrites_discarded"] += 1
+                        continue
+                    if echoes_request(output, original):
+                        counts["rewrites_discarded"] += 1
+                        counts["rewrites_echoing"] += 1
                         continue
                     candidates.append((i, replace_response(pairs[i], side, output)))
                 accepted = set()
