@@ -49,7 +49,7 @@ def main(argv=None):
     from mars_trl.semantic.embedder import Embedder, offline_minilm_path
     from mars_trl.semantic.rewriters import TransformersRewriter
     from mars_trl.semantic.sharpener import SemanticSharpener
-    from mars_trl.semantic.text import prompt_text, response_text
+    from mars_trl.semantic.text import response_text
 
     info = common.machine()
     rewriter = TransformersRewriter(
@@ -75,7 +75,7 @@ def main(argv=None):
             if new[side] != pair[side]:
                 changed.append((i, side, response_text(pair, side), response_text(new, side)))
     echoes = [c for c in changed if any(word in c[3].lower() for word in ECHOES)]
-    relevance_rows, relevance = relevance_floor(sharpener.embedder, pairs, changed, genuine, prompt_text, response_text)
+    relevance_rows, relevance = relevance_floor(sharpener.embedder, pairs, changed, genuine)
     rows = [[key, str(round(value, 3) if isinstance(value, float) else value)] for key, value in counts.items()]
     examples = [
         [side, original[:160].replace("\n", " "), rewrite[:160].replace("\n", " "), f"{before[i]:.2f} -> {after[i]:.2f}"]
@@ -114,9 +114,14 @@ def main(argv=None):
     )
 
 
-def relevance_floor(embedder, pairs, changed, genuine, prompt_text, response_text, cuts=(0.1, 0.2, 0.3, 0.4)):
-    """The loss of relevance to the prompt of each kept rewrite, against that of genuine answers, at each cut."""
+def relevance_floor(embedder, pairs, changed, genuine, cuts=(0.1, 0.2, 0.3, 0.4)):
+    """
+    The relevance to the prompt each kept rewrite lost (`changed`: (pair index, side, original, rewrite)), against
+    what a genuine answer loses in the other's place (`genuine` pairs, both ways), at each cut.
+    """
     import numpy as np
+
+    from mars_trl.semantic.text import prompt_text, response_text
 
     def similarity(texts, prompts):
         return 1.0 - np.asarray(embedder.distances(texts, prompts), dtype=np.float64)

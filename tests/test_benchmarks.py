@@ -177,13 +177,10 @@ def test_semantic_rewriter_relevance_floor_counts_rewrites_and_genuine_answers()
         def distances(self, texts, others):
             return [1 - math.cos(math.radians(angle[a] - angle[b])) for a, b in zip(texts, others)]
 
-    text = {"prompt": lambda pair: pair["prompt"], "response": lambda pair, side: pair[side]}
-    pairs = [{"prompt": "p"}, {"prompt": "p"}]
+    pairs = [{"prompt": "p", "chosen": "c", "rejected": "orig"}] * 2
     changed = [(0, "rejected", "orig", "kept"), (1, "rejected", "orig", "junk")]
     genuine = [{"prompt": "p", "chosen": "c", "rejected": "r"}]
-    rows, summary = _script("semantic_rewriter").relevance_floor(
-        Embedder(), pairs, changed, genuine, text["prompt"], text["response"], cuts=(0.05, 0.5)
-    )
+    rows, summary = _script("semantic_rewriter").relevance_floor(Embedder(), pairs, changed, genuine, cuts=(0.05, 0.5))
     # Lost relevance: kept cos20 - cos30 = 0.07, junk cos20 - 0 = 0.94; genuine gap cos10 - cos40 = 0.22, one way only.
     assert rows == [["0.05", "2 of 2", "0.500"], ["0.5", "1 of 2", "0.000"]]
     assert summary["0.05"] == {"kept_rewrites_discarded": 1.0, "genuine_answers_discarded": 0.5}

@@ -22,11 +22,14 @@ CHOSEN_INSTRUCTION = (
 )
 
 
-#: The section labels of a rewrite request's body. A rewrite that repeats one its original did not contain is the
-#: model echoing the request (a weak rewriter's usual failure), not a response; the sharpener discards it.
+#: The section labels of a rewrite request's body.
 BETTER_LABEL = "Better response"
 WORSE_LABEL = "Worse response"
 REWRITE_MARK = "rewrite this one"
+
+#: What a rewrite must not repeat unless its original has it: the model echoing the request (a weak rewriter's usual
+#: failure) instead of answering it. The sharpener discards such a rewrite.
+ECHO_MARKS = (BETTER_LABEL.lower(), WORSE_LABEL.lower(), "rewrite this")
 
 
 @dataclass(frozen=True)
@@ -87,5 +90,4 @@ def echoes_request(rewrite: str, original: str) -> bool:
     False
     """
     rewrite, original = rewrite.lower(), original.lower()
-    labels = (BETTER_LABEL.lower(), WORSE_LABEL.lower(), REWRITE_MARK.rsplit(" ", 1)[0])
-    return any(label in rewrite and label not in original for label in labels)
+    return any(mark in rewrite and mark not in original for mark in ECHO_MARKS)
