@@ -258,10 +258,10 @@ class SemanticSharpener:
                     failure = error or "every request failed or timed out"
                     break
                 candidates = []
-                for i, output in zip(active, outputs):
+                for i, request, output in zip(active, requests, outputs):
                     if output is None:
                         continue
-                    original = last_response_text(pairs[i], side)
+                    original = request.response
                     if not output.strip() or output.strip() == original.strip():
                         counts["rewrites_discarded"] += 1
                         continue
