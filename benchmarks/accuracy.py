@@ -19,7 +19,8 @@ Strategies, with the same epochs, learning rate, batch size and seed, and for th
 - `mars_semantic`: `mars` plus the semantic layer (offline MiniLM embedder, `--rewriter_model` a local chat model;
   skipped, with the reason in the report, without one).
 
-A strategy may carry setting overrides, e.g. `mars:margin_tau=1.0,margin_uniform_floor=0.3`, to compare settings.
+A strategy may carry setting overrides, e.g. `mars:margin_tau=1.0,margin_uniform_floor=0.3`, to compare settings;
+`--against SPEC` sets that arm, instead of `mars`, against every other in the paired table.
 Every (strategy, seed, size) cell is written to its own JSON file as soon as it finishes; a rerun with the same
 settings skips the cells already done, so an interrupted run continues where it stopped.
 
@@ -110,6 +111,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--data_seed", type=int, default=0, help="which pairs are training / test (fixed)")
     parser.add_argument(
+        "--against",
+        help="the strategy spec set against every other arm in the paired table (default: mars, when run); one of "
+        "--strategies. Reporting only: cells are shared whatever it names",
+    )
+    parser.add_argument(
         "--split",
         choices=["test", "validation"],
         default="test",
@@ -124,6 +130,10 @@ def parse_args(argv=None):
     args.train_sizes = sorted(set(args.train_sizes))
     for spec in args.strategies + args.curve_strategies:
         parse_strategy(spec)  # fail early on a typo
+    if args.against is None:
+        args.against = "mars"
+    elif args.against not in args.strategies:
+        parser.error(f"--against {args.against!r} is not one of --strategies; add it there or name one of them.")
     return args
 
 
@@ -434,14 +444,15 @@ def paired_vs_plain(cells: list[dict], plain: list[dict], test: str) -> dict | N
     return paired_by_seed(cells, plain, test_accuracy(test))
 
 
-def mars_against(main: dict[str, list[dict]], test: str, value=None) -> dict[str, dict]:
-    """MARS's paired difference to every other arm (`main`: cells by strategy spec), as the goal compares it; on
-    `test`'s accuracy, or on `value(cell)` when given (e.g. the cross-dataset mean)."""
-    mars = main.get("mars", [])
+def mars_against(main: dict[str, list[dict]], test: str, value=None, against: str = "mars") -> dict[str, dict]:
+    """The paired difference of the `against` arm (MARS by default, as the goal compares it) to every other arm
+    (`main`: cells by strategy spec); on `test`'s accuracy, or on `value(cell)` when given (e.g. the cross-dataset
+    mean)."""
+    mars = main.get(against, [])
     value = value or test_accuracy(test)
     out = {}
     for spec, cells in main.items():
-        paired = paired_by_seed(mars, cells, value) if mars and spec != "mars" else None
+        paired = paired_by_seed(mars, cells, value) if mars and spec != against else None
         if paired is not None:
             out[spec] = paired
     return out
@@ -526,13 +537,18 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
         + common.markdown_table(headers, rows)
     ]
 
-    against = mars_against(main, in_domain)
-    against_cross = mars_against(main, in_domain, value=cross_mean) if cross else {}
+    against = mars_against(main, in_domain, against=args.against)
+    against_cross = mars_against(main, in_domain, value=cross_mean, against=args.against) if cross else {}
     summary["mars_vs"] = against
     summary["mars_vs_cross"] = against_cross
     if against:
         parts.append(
-            f"## MARS against each arm: paired Δ (MARS - arm) by seed, in-domain {args.split} split"
+            (
+                f"## MARS against each arm: paired Δ (MARS - arm) by seed, in-domain {args.split} split"
+                if args.against == "mars"
+                else f"## {args.against} against each arm: paired Δ ({args.against} - arm) by seed, in-domain "
+                f"{args.split} split"
+            )
             + (" and the other test sets' mean accuracy" if cross else "")
             + "\n\n"
             + common.markdown_table(

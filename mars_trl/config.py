@@ -46,7 +46,9 @@ class MarsArguments:
             without bf16); bad data fails up front with a named error; a LoRA config without the reward head gets the
             head in `modules_to_save`; and `MarsConfig` leaves an unset `bf16` off where no bf16 accelerator exists.
         margin_sampling (`bool`, *optional*, defaults to `True`):
-            Sample training pairs by their current margin (hard and mis-ranked pairs more often).
+            Draw by current margin wherever an epoch draws by weight (hard and mis-ranked pairs more often): a pool
+            epoch's extra draws (`margin_extra_fraction`) and a fixed epoch. With the defaults (pool epoch, no extra
+            draws) every pair is drawn once either way; the augmentation budget follows the margins regardless.
         margin_tau (`float`, *optional*, defaults to `0.5`):
             Temperature of softmax(-tau * margin). 0.5 is the MARS authors' value: a pair one reward unit harder is
             sampled exp(0.5) ~ 1.65x as often.
@@ -237,7 +239,12 @@ class MarsArguments:
     )
     margin_sampling: bool = field(
         default=True,
-        metadata={"help": "Sample training pairs by their current margin (hard and mis-ranked pairs more often)."},
+        metadata={
+            "help": "Draw by current margin wherever an epoch draws by weight (hard and mis-ranked pairs more "
+            "often): a pool epoch's extra draws (`margin_extra_fraction`) and a fixed epoch. With the defaults (pool "
+            "epoch, no extra draws) every pair is drawn once either way; the augmentation budget follows the margins "
+            "regardless."
+        },
     )
     margin_tau: float = field(
         default=0.5,

@@ -126,10 +126,12 @@ class MarsRewardTrainer(RewardTrainer):
 
     It takes the same arguments as `RewardTrainer` and accepts either a [`MarsConfig`] or a plain `RewardConfig`
     (then the MARS defaults of [`MarsArguments`] apply). At the start of each epoch after the warm-up it re-scores
-    the margin D_i = r(chosen_i) - r(rejected_i) of the training pairs with the current model and samples the epoch's
-    pairs from softmax(-tau * D) mixed with a uniform floor, so ambiguous and mis-ranked pairs, where the
-    Bradley-Terry loss has most curvature, are trained on more often. The number of optimizer steps, the LR schedule
-    and everything else are `RewardTrainer`'s. With `use_mars=False` it *is* `RewardTrainer`.
+    the margin D_i = r(chosen_i) - r(rejected_i) of the training pairs with the current model and weights them by
+    softmax(-tau * D) mixed with a uniform floor, so ambiguous and mis-ranked pairs, where the Bradley-Terry loss has
+    most curvature, get the augmentation budget (with an augmenter) and any extra draws (`margin_extra_fraction`).
+    Each epoch visits every pair of the pool (labelled plus augmented so far) once, as the authors train on D u S;
+    the growth is planned at train start, so `max_steps`, the LR schedule and the progress bar are right from step 0
+    (`epoch_length="fixed"` keeps `RewardTrainer`'s step count). With `use_mars=False` it *is* `RewardTrainer`.
 
     Example:
 

@@ -79,6 +79,11 @@ def test_accuracy_strategy_overrides_reach_the_config():
     assert accuracy.mars_settings("plain:augment_budget_ratio=2", args, 100)["augment_budget_ratio"] == 2
     with pytest.raises(SystemExit, match="not a MARS field"):
         accuracy.mars_settings("mars:tau=2", args, 100)
+    # `--against` names the arm of the paired table: MARS unless given, and then one of the strategies run.
+    assert accuracy.parse_args(["--quick", "--strategies", "plain", "uniform"]).against == "mars"
+    assert accuracy.parse_args(["--strategies", "plain", "none", "--against", "none"]).against == "none"
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--strategies", "plain", "uniform", "--against", "mars"])
 
 
 def test_accuracy_pairs_differences_by_seed():
@@ -100,6 +105,11 @@ def test_accuracy_pairs_differences_by_seed():
     assert against["plain"]["mean"] == pytest.approx(paired["mean"])
     assert against["uniform"]["mean"] == pytest.approx((0.01 + 0.02 + 0.04) / 3)
     assert accuracy.mars_against({"plain": plain}, "test") == {}
+    # Any arm can be the one set against the rest (`--against`), e.g. a setting of the `none` strategy.
+    against = accuracy.mars_against({"plain": plain, "mars": mars, "uniform": uniform}, "test", against="uniform")
+    assert set(against) == {"plain", "mars"}
+    assert against["plain"]["mean"] == pytest.approx((0.01 - 0.01 + 0.01) / 3)
+    assert against["mars"]["mean"] == pytest.approx(-(0.01 + 0.02 + 0.04) / 3)
     # The same pairing on the mean over the other test sets, each cell's own.
     def two_sets(seed, a, b):
         return {"seed": seed, "results": {"test": {"accuracy": 0.5}, "x": {"accuracy": a}, "y": {"accuracy": b}}}
