@@ -624,7 +624,8 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
     notes = [f"- {k}: {v}" for k, v in data["notes"].items()] + [f"- {k}: {v}" for k, v in skipped.items()]
     parts.append("Test sets and skips:\n\n" + "\n".join(notes))
     mars_vs = summary.pop("mars_vs")
-    return {"main": summary, "mars_vs": mars_vs, "curve": curve_summary}, "\n\n".join(parts)
+    # "mars_vs" holds the `--against` arm's differences (MARS's unless another was named).
+    return {"main": summary, "against": args.against, "mars_vs": mars_vs, "curve": curve_summary}, "\n\n".join(parts)
 
 
 def main(argv=None):
