@@ -444,15 +444,15 @@ def paired_vs_plain(cells: list[dict], plain: list[dict], test: str) -> dict | N
     return paired_by_seed(cells, plain, test_accuracy(test))
 
 
-def mars_against(main: dict[str, list[dict]], test: str, value=None, against: str = "mars") -> dict[str, dict]:
+def paired_against(main: dict[str, list[dict]], test: str, value=None, against: str = "mars") -> dict[str, dict]:
     """The paired difference of the `against` arm (MARS by default, as the goal compares it) to every other arm
     (`main`: cells by strategy spec); on `test`'s accuracy, or on `value(cell)` when given (e.g. the cross-dataset
     mean)."""
-    mars = main.get(against, [])
+    reference = main.get(against, [])
     value = value or test_accuracy(test)
     out = {}
     for spec, cells in main.items():
-        paired = paired_by_seed(mars, cells, value) if mars and spec != against else None
+        paired = paired_by_seed(reference, cells, value) if reference and spec != against else None
         if paired is not None:
             out[spec] = paired
     return out
@@ -537,8 +537,8 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
         + common.markdown_table(headers, rows)
     ]
 
-    against = mars_against(main, in_domain, against=args.against)
-    against_cross = mars_against(main, in_domain, value=cross_mean, against=args.against) if cross else {}
+    against = paired_against(main, in_domain, against=args.against)
+    against_cross = paired_against(main, in_domain, value=cross_mean, against=args.against) if cross else {}
     summary["mars_vs"] = against
     summary["mars_vs_cross"] = against_cross
     if against:

@@ -100,13 +100,13 @@ def test_accuracy_pairs_differences_by_seed():
     assert accuracy.paired_vs_plain(plain, plain, "test") is None
     # MARS against every other arm, each paired by seed; an arm sharing no seed with MARS is left out.
     uniform = [cell(0, 0.61), cell(1, 0.69), cell(2, 0.66)]
-    against = accuracy.mars_against({"plain": plain, "mars": mars, "uniform": uniform, "other": [cell(9, 0.5)]}, "test")
+    against = accuracy.paired_against({"plain": plain, "mars": mars, "uniform": uniform, "other": [cell(9, 0.5)]}, "test")
     assert set(against) == {"plain", "uniform"}
     assert against["plain"]["mean"] == pytest.approx(paired["mean"])
     assert against["uniform"]["mean"] == pytest.approx((0.01 + 0.02 + 0.04) / 3)
-    assert accuracy.mars_against({"plain": plain}, "test") == {}
+    assert accuracy.paired_against({"plain": plain}, "test") == {}
     # Any arm can be the one set against the rest (`--against`), e.g. a setting of the `none` strategy.
-    against = accuracy.mars_against({"plain": plain, "mars": mars, "uniform": uniform}, "test", against="uniform")
+    against = accuracy.paired_against({"plain": plain, "mars": mars, "uniform": uniform}, "test", against="uniform")
     assert set(against) == {"plain", "mars"}
     assert against["plain"]["mean"] == pytest.approx((0.01 - 0.01 + 0.01) / 3)
     assert against["mars"]["mean"] == pytest.approx(-(0.01 + 0.02 + 0.04) / 3)
@@ -117,7 +117,7 @@ def test_accuracy_pairs_differences_by_seed():
     cross = accuracy.cross_accuracy(["x", "y", "missing"])
     base = [two_sets(0, 0.50, 0.60), two_sets(1, 0.40, 0.60)]
     mars = [two_sets(1, 0.60, 0.60), two_sets(0, 0.60, 0.60)]
-    against = accuracy.mars_against({"plain": base, "mars": mars}, "test", value=cross)
+    against = accuracy.paired_against({"plain": base, "mars": mars}, "test", value=cross)
     assert against["plain"]["seeds"] == 2 and against["plain"]["mean"] == pytest.approx((0.05 + 0.10) / 2)
 
 
