@@ -542,13 +542,9 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
     summary["mars_vs"] = against
     summary["mars_vs_cross"] = against_cross
     if against:
+        reference = "MARS" if args.against == "mars" else args.against
         parts.append(
-            (
-                f"## MARS against each arm: paired Δ (MARS - arm) by seed, in-domain {args.split} split"
-                if args.against == "mars"
-                else f"## {args.against} against each arm: paired Δ ({args.against} - arm) by seed, in-domain "
-                f"{args.split} split"
-            )
+            f"## {reference} against each arm: paired Δ ({reference} - arm) by seed, in-domain {args.split} split"
             + (" and the other test sets' mean accuracy" if cross else "")
             + "\n\n"
             + common.markdown_table(
