@@ -419,6 +419,23 @@ def cross_accuracy(tests: list[str]):
     return value
 
 
+SEMANTIC_COUNTS = ("pairs", "below_threshold", "refined", "failed", "rewrite_attempts", "rewrites_echoing", "seconds")
+
+
+def semantic_table(main: dict[str, list[dict]]) -> list[list[str]]:
+    """A row per arm whose rounds ran the semantic layer: its counts summed over the rounds, the median over seeds."""
+    rows = []
+    for spec, cs in main.items():
+        if not any(f"semantic_{key}" in r for c in cs for r in c["rounds"] for key in SEMANTIC_COUNTS):
+            continue
+        row = [spec]
+        for key in SEMANTIC_COUNTS:
+            value = common.median([sum(r.get(f"semantic_{key}", 0) for r in c["rounds"]) for c in cs])
+            row.append(f"{value:.0f}")
+        rows.append(row)
+    return rows
+
+
 def subset_table(main: dict[str, list[dict]], tests: list[str]) -> list[list[str]]:
     """Rows of mean ± std accuracy per (test set, subset of >= MIN_SUBSET_PAIRS pairs), one column per arm."""
     rows = []
@@ -616,6 +633,12 @@ def summarise(args, cells: list[dict], data: dict, skipped: dict) -> tuple[dict,
                 ],
                 aug_rows,
             )
+        )
+    semantic_rows = semantic_table(main)
+    if semantic_rows:
+        parts.append(
+            "## What the semantic layer did (medians over seeds; pairs summed over a run's rounds)\n\n"
+            + common.markdown_table(["strategy", *SEMANTIC_COUNTS], semantic_rows)
         )
     notes = [f"- {k}: {v}" for k, v in data["notes"].items()] + [f"- {k}: {v}" for k, v in skipped.items()]
     parts.append("Test sets and skips:\n\n" + "\n".join(notes))

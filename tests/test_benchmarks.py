@@ -121,6 +121,25 @@ def test_accuracy_pairs_differences_by_seed():
     assert against["plain"]["seeds"] == 2 and against["plain"]["mean"] == pytest.approx((0.05 + 0.10) / 2)
 
 
+def test_accuracy_reports_the_semantic_layer_counts_summed_over_rounds():
+    accuracy = _script("accuracy")
+
+    def cell(*rounds):
+        return {"rounds": [{"round": k, "added": 5, **r} for k, r in enumerate(rounds)]}
+
+    semantic = [
+        cell({"semantic_pairs": 10, "semantic_below_threshold": 4, "semantic_refined": 3}, {"semantic_pairs": 2}),
+        cell({"semantic_pairs": 20, "semantic_below_threshold": 8, "semantic_refined": 5, "semantic_seconds": 9.5}),
+        cell({"semantic_pairs": 30, "semantic_below_threshold": 6, "semantic_refined": 1, "semantic_seconds": 3.0}),
+    ]
+    rows = accuracy.semantic_table({"plain": [cell()], "mars": [cell({})], "mars_semantic": semantic})
+    assert [row[0] for row in rows] == ["mars_semantic"]  # arms without the layer have no row
+    by_key = dict(zip(accuracy.SEMANTIC_COUNTS, rows[0][1:]))
+    # Per cell summed over its rounds (12, 20, 30 pairs), then the median over seeds.
+    assert by_key["pairs"] == "20" and by_key["below_threshold"] == "6" and by_key["refined"] == "3"
+    assert by_key["seconds"] == "3" and by_key["failed"] == "0"
+
+
 @pytest.mark.slow
 def test_speed_runs_on_a_few_real_pairs(tmp_path):
     """speed.py end to end on 16 HH pairs, 2 epochs, one repeat: every configuration trains the same number of steps,
