@@ -501,7 +501,8 @@ def test_openai_rewriter_against_transformers_serve(tiny_chat):
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
+        # A guard against a hung server, not a speed check: a busy CI machine may take minutes to import and load.
+        deadline = time.monotonic() + 600
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
@@ -512,10 +513,10 @@ def test_openai_rewriter_against_transformers_serve(tiny_chat):
             if server.poll() is not None:
                 pytest.fail(f"transformers serve exited: {server.stderr.read()[-2000:]}")
             if time.monotonic() > deadline:
-                pytest.fail("transformers serve did not start within 60 s")
+                pytest.fail("transformers serve did not answer /health within 600 s: hung")
             time.sleep(0.3)
         rewriter = OpenAIRewriter(
-            tiny_chat, base_url=f"http://127.0.0.1:{port}/v1", timeout=60, max_retries=0, max_tokens=6, concurrency=2
+            tiny_chat, base_url=f"http://127.0.0.1:{port}/v1", timeout=600, max_retries=0, max_tokens=6, concurrency=2
         )
         requests = [
             RewriteRequest("rejected", "the cat likes the ball and it is wrong", "the cat likes the ball", "q"),
@@ -613,9 +614,8 @@ def test_openai_rewriter_timeouts_retries_and_outages():
     endpoint = _Endpoint(["sleep", "sleep"], sleep=2.0)  # slower than the client's timeout, twice
     try:
         rewriter = OpenAIRewriter("m", base_url=endpoint.url, timeout=0.3, max_retries=1)
-        start = time.monotonic()
+        # The client gave up: no answer, and the error says why (a wall-time bound would depend on machine load).
         assert rewriter.rewrite([request], 0.9) == [None]
-        assert time.monotonic() - start < 5
         assert endpoint.requests == 2 and rewriter.errors == 1 and "Timeout" in rewriter.last_error
     finally:
         endpoint.close()
